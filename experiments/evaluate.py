@@ -1,0 +1,133 @@
+"""Evaluate a generator checkpoint under named metric protocols (docs/metrics.md).
+
+    python experiments/evaluate.py --network run/checkpoints/last.ckpt --metrics fid50k_full,kid50k_full \
+        --data data/ffhq256.zip --detectors-dir detectors
+
+``--network`` is anything ``networks.checkpoint.load_networks`` reads (our checkpoints, converted official
+snapshots). ``--data`` is a dataset path (folder / zip / LMDB) or ``embedded:faces`` / ``embedded:digits``.
+``--detector random-cnn`` replaces every detector with a tiny seeded random CNN (offline/tests only: numbers
+NOT comparable to papers). Each result is printed and appended with its protocol record to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from metrics.detectors import load_detector  # noqa: E402
+from metrics.evaluation import append_jsonl, evaluate_generator  # noqa: E402
+from metrics.protocol import MetricProtocol, load_preset  # noqa: E402
+
+log = logging.getLogger("evaluate")
+
+
+def open_dataset(data: str, resolution: int, full: bool, max_images: int | None, xflip: bool):
+    """``embedded:<name>`` or a dataset path; ``full`` ignores subset and x-flip (the ``_full`` reference)."""
+    kw = {} if full else {"max_images": max_images, "xflip": xflip}
+    if data.startswith("embedded:"):
+        from datamodules.embedded import EmbeddedImageDataset
+
+        return EmbeddedImageDataset(data.split(":", 1)[1], resolution=resolution, **kw)
+    from datamodules.images import ImageFolderDataset
+
+    return ImageFolderDataset(data, resolution=resolution, use_labels=False, **kw)
+
+
+def evaluate_network(
+    G: nn.Module,
+    protocols: list[MetricProtocol],
+    data: str,
+    detectors_dir: str | None = None,
+    detector: str | None = None,
+    cache_dir: str | None = None,
+    batch_size: int = 32,
+    max_images: int | None = None,
+    xflip: bool = False,
+) -> list[dict[str, Any]]:
+    """Evaluate ``G`` on ``protocols`` against ``data``; ``detector`` overrides every protocol's detector."""
+    if detector is not None:
+        protocols = [dataclasses.replace(p, detector=detector) for p in protocols]
+    res = int(G.img_resolution)
+
+    def reference(p: MetricProtocol):
+        if p.reference == "custom":
+            return open_dataset(p.reference_path, res, True, None, False)
+        return open_dataset(data, res, p.reference == "full", max_images, xflip)
+
+    return evaluate_generator(
+        G,
+        protocols,
+        reference=reference,
+        detector=lambda name: load_detector(name, detectors_dir),
+        cache_dir=cache_dir,
+        batch_size=batch_size,
+    )
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--network", required=True, help="checkpoint / network file (networks.checkpoint)")
+    ap.add_argument("--metrics", default="fid50k_full", help="comma-separated presets of conf/metrics/")
+    ap.add_argument("--data", required=True, help="dataset path or embedded:faces|digits")
+    ap.add_argument("--detectors-dir", default="detectors", help="folder with inception-2015-12-05.pt etc.")
+    ap.add_argument("--detector", default=None, help="override, e.g. random-cnn (not comparable to papers)")
+    ap.add_argument("--cache-dir", default=None, help="hashed real-statistics cache folder")
+    ap.add_argument("--n-fake", type=int, default=None, help="override n_fake of every protocol (logged)")
+    ap.add_argument("--generator", choices=["G_ema", "G"], default="G_ema")
+    ap.add_argument("--max-images", type=int, default=None, help="training subset (reference: train_subset)")
+    ap.add_argument(
+        "--xflip", action="store_true", help="x-flip of the training set (reference: train_subset)"
+    )
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--out", default=None, help="JSONL file for the results (default: next to the network)")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    from networks.checkpoint import load_networks
+
+    nets = load_networks(args.network)
+    G = nets.get(args.generator)
+    if G is None:
+        raise KeyError(
+            f"{args.network}: no {args.generator} in the file (has {sorted(k for k in nets if nets[k])})"
+        )
+    G = G.eval().requires_grad_(False).to(args.device)
+    protocols = [p for name in args.metrics.split(",") for p in load_preset(name.strip())]
+    if args.n_fake is not None:
+        protocols = [dataclasses.replace(p, n_fake=args.n_fake) for p in protocols]
+    results = evaluate_network(
+        G,
+        protocols,
+        args.data,
+        detectors_dir=args.detectors_dir,
+        detector=args.detector,
+        cache_dir=args.cache_dir,
+        batch_size=args.batch,
+        max_images=args.max_images,
+        xflip=args.xflip,
+    )
+    out = Path(args.out) if args.out else Path(args.network).with_suffix(".metrics.jsonl")
+    for r in results:
+        r["protocol"].update(network=str(args.network), generator=args.generator)
+        append_jsonl(out, r)
+        print(json.dumps(r["results"]))
+    log.info("results with protocol records appended to %s", out)
+    return results
+
+
+if __name__ == "__main__":
+    main()

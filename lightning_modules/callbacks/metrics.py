@@ -1,0 +1,141 @@
+"""Training-time metrics every N kimg with explicit protocols (metrics.md §2, §6).
+
+Reads ``pl_module.seen_img`` and evaluates ``pl_module.G_ema`` (``z_dim``/``c_dim``) on all ranks (``compute``
+syncs; never rank-zero-only). Numbers go to every logger as ``metrics/<name>`` with ``kimg``, to
+``callback_metrics`` (for sweeps), and with their full protocol record to ``<run dir>/metric-<name>.jsonl``.
+The detectors live in this callback, never in the LightningModule, so checkpoints stay free of them; the
+callback's own checkpoint state is only the last evaluated tick.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import Callback
+
+from metrics.detectors import load_detector
+from metrics.evaluation import append_jsonl, evaluate_generator
+from metrics.protocol import MetricProtocol
+
+log = logging.getLogger(__name__)
+
+
+class MetricsCallback(Callback):
+    """Evaluate ``protocols`` every ``every_kimg`` kimg (and at the end of training).
+
+    Args:
+        protocols: list of protocol dicts (``conf/metrics/<preset>.yaml``).
+        every_kimg: evaluation interval in thousands of real images shown to D.
+        detectors_dir: folder of the local detector files (``paths.detectors_dir``).
+        cache_dir: folder of the hashed real-statistics cache (null: no cache).
+        detector: optional override of every protocol's detector (e.g. ``random-cnn`` for smoke runs).
+        batch_size: per-rank generation / feature batch.
+        num_workers: DataLoader workers for the reference images.
+        at_train_end: also evaluate when training stops (unless it just did).
+    """
+
+    def __init__(
+        self,
+        protocols: list[dict[str, Any]],
+        every_kimg: float = 50,
+        detectors_dir: str | None = None,
+        cache_dir: str | None = None,
+        detector: str | None = None,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        at_train_end: bool = True,
+    ) -> None:
+        if every_kimg <= 0:
+            raise ValueError(f"metrics.every_kimg must be > 0, got {every_kimg}")
+        self.protocols = [MetricProtocol.from_dict(dict(p)) for p in protocols]
+        if detector is not None:
+            self.protocols = [_with_detector(p, detector) for p in self.protocols]
+        self.every_kimg = float(every_kimg)
+        self.detectors_dir, self.cache_dir = detectors_dir, cache_dir
+        self.batch_size, self.num_workers, self.at_train_end = batch_size, num_workers, at_train_end
+        self.last_tick = 0
+        self._metrics: dict = {}
+        self._detectors: dict = {}
+        self._logged_protocols: set[str] = set()
+
+    def _tick(self, pl_module: pl.LightningModule) -> int:
+        return int(int(pl_module.seen_img) // (self.every_kimg * 1000))
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        tick = self._tick(pl_module)
+        if tick > self.last_tick:
+            self.last_tick = tick
+            self.evaluate(trainer, pl_module, log_callback_metrics=True)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        seen = int(pl_module.seen_img)
+        if self.at_train_end and seen > 0 and seen != getattr(self, "_last_seen", None):
+            self.evaluate(trainer, pl_module)
+
+    def _detector(self, name: str):
+        if name not in self._detectors:
+            self._detectors[name] = load_detector(name, self.detectors_dir)
+        return self._detectors[name]
+
+    def _reference(self, trainer: pl.Trainer, pl_module: pl.LightningModule, proto: MetricProtocol):
+        if proto.reference == "custom":
+            from datamodules.images import ImageFolderDataset
+
+            return ImageFolderDataset(proto.reference_path, resolution=pl_module.G_ema.img_resolution)
+        dm = trainer.datamodule
+        if dm is None or not hasattr(dm, "reference_dataset"):
+            raise ValueError(
+                f"metric {proto.name}: reference={proto.reference} needs a datamodule with reference_dataset"
+            )
+        return dm.reference_dataset(proto.reference)
+
+    def evaluate(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, log_callback_metrics: bool = False
+    ) -> list[dict[str, Any]]:
+        """Run every protocol now (all ranks), log the numbers with their protocol."""
+        seen = int(pl_module.seen_img)
+        self._last_seen = seen
+        kimg = seen / 1000
+        results = evaluate_generator(
+            pl_module.G_ema,
+            self.protocols,
+            reference=lambda p: self._reference(trainer, pl_module, p),
+            detector=self._detector,
+            cache_dir=self.cache_dir,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            metrics=self._metrics,
+            extra_record={"generator": "G_ema"},
+        )
+        for res in results:
+            if log_callback_metrics:  # Lightning forbids self.log in on_train_end
+                for key, value in res["results"].items():
+                    pl_module.log(f"metrics/{key}", value, logger=False, rank_zero_only=True)
+            if trainer.is_global_zero:
+                self._log(trainer, res, kimg)
+        return results
+
+    def _log(self, trainer: pl.Trainer, res: dict[str, Any], kimg: float) -> None:
+        metrics = {f"metrics/{k}": v for k, v in res["results"].items()}
+        for logger in trainer.loggers:
+            if res["name"] not in self._logged_protocols:
+                logger.log_hyperparams({f"metric_protocol/{res['name']}": res["protocol"]})
+            logger.log_metrics({**metrics, "kimg": kimg}, step=trainer.global_step)
+        self._logged_protocols.add(res["name"])
+        append_jsonl(Path(trainer.default_root_dir) / f"metric-{res['name']}.jsonl", res, kimg=kimg)
+        log.info("kimg %.1f %s", kimg, " ".join(f"{k}={v:.4f}" for k, v in res["results"].items()))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"last_tick": self.last_tick}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.last_tick = int(state_dict["last_tick"])
+
+
+def _with_detector(p: MetricProtocol, detector: str) -> MetricProtocol:
+    import dataclasses
+
+    return dataclasses.replace(p, detector=detector)

@@ -1,0 +1,156 @@
+"""Python side of the ``suite_ops`` operators: fake kernels and autograd (specs/ops.md §11.1).
+
+Importing this module imports the ahead-of-time built ``ops._C`` (ImportError when it is not built) and
+registers, for each operator, a fake (meta) kernel so ``torch.compile`` traces it, and an autograd formula
+written with the same registered operators, so higher derivatives work:
+
+- ``upfirdn2d``: backward = upfirdn2d with up/down swapped, padding recomputed, flip inverted (any order).
+- ``bias_act``: grad mode 0 -> mode 1 -> mode 2 (NVIDIA's scheme): first and second order; a third derivative
+  raises.
+- ``grid_sample_2d``: backward = ``grid_sample_2d_backward``, whose derivative with respect to the incoming
+  gradient is ``grid_sample_2d`` again (second order with respect to the input).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ops import _C  # noqa: F401  (registers the suite_ops operators)
+
+lib = torch.ops.suite_ops
+
+# ---------------------------------------------------------------------------------------------- upfirdn2d
+
+
+@torch.library.register_fake("suite_ops::upfirdn2d")
+def _upfirdn2d_fake(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1, flip, gain):
+    torch._check(x.dim() == 4, lambda: "suite_ops::upfirdn2d: x must be 4-D")
+    torch._check(f.dim() == 2, lambda: "suite_ops::upfirdn2d: f must be 2-D")
+    out_w = (x.shape[3] * upx + padx0 + padx1 - f.shape[1]) // downx + 1
+    out_h = (x.shape[2] * upy + pady0 + pady1 - f.shape[0]) // downy + 1
+    return x.new_empty([x.shape[0], x.shape[1], out_h, out_w])
+
+
+def _upfirdn2d_setup(ctx, inputs, output):
+    x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1, flip, gain = inputs
+    ctx.save_for_backward(f)
+    ctx.args = (upx, upy, downx, downy, padx0, pady0, flip, gain)
+    ctx.in_hw = (x.shape[2], x.shape[3])
+
+
+def _upfirdn2d_backward(ctx, dy):
+    (f,) = ctx.saved_tensors
+    upx, upy, downx, downy, padx0, pady0, flip, gain = ctx.args
+    ih, iw = ctx.in_hw
+    oh, ow = dy.shape[2], dy.shape[3]
+    fh, fw = f.shape
+    px0 = fw - padx0 - 1
+    px1 = iw * upx - ow * downx + padx0 - upx + 1
+    py0 = fh - pady0 - 1
+    py1 = ih * upy - oh * downy + pady0 - upy + 1
+    dx = lib.upfirdn2d(dy, f, downx, downy, upx, upy, px0, px1, py0, py1, not flip, gain)
+    return (dx,) + (None,) * 11
+
+
+torch.library.register_autograd("suite_ops::upfirdn2d", _upfirdn2d_backward, setup_context=_upfirdn2d_setup)
+
+# ----------------------------------------------------------------------------------------------- bias_act
+
+_HAS_2ND_GRAD = {4, 5, 6, 7, 8, 9}  # tanh, sigmoid, elu, selu, softplus, swish (specs/ops.md §3.2)
+_NEEDS_X = {9}  # swish's derivative needs x + b
+
+
+@torch.library.register_fake("suite_ops::bias_act")
+def _bias_act_fake(x, b, xref, yref, dy, grad, dim, act, alpha, gain, clamp, save_y):
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+def _reduce_bias(dx: torch.Tensor, dim: int) -> torch.Tensor:
+    return dx.sum([i for i in range(dx.ndim) if i != dim])
+
+
+def _bias_act_setup(ctx, inputs, output):
+    x, b, xref, yref, dy, grad, dim, act, alpha, gain, clamp, save_y = inputs
+    ctx.params = (grad, dim, act, alpha, gain, clamp, save_y)
+    ctx.has_b = b is not None
+    if grad == 0:
+        keep_x = act in _NEEDS_X or act in _HAS_2ND_GRAD
+        ctx.save_for_backward(x if keep_x else None, b, output if save_y else None)
+    elif grad == 1:
+        ctx.save_for_backward(x if act in _HAS_2ND_GRAD else None, b, xref, yref)
+    else:
+        ctx.save_for_backward()
+
+
+def _bias_act_backward(ctx, d_out):
+    grad, dim, act, alpha, gain, clamp, save_y = ctx.params
+    none7 = (None,) * 7
+    if grad == 0:  # d/dx of the forward: mode 1 with the saved x (+b inside the kernel) and y
+        x, b, y = ctx.saved_tensors
+        dx = lib.bias_act(d_out, b, x, y, None, 1, dim, act, alpha, gain, clamp, save_y)
+        db = _reduce_bias(dx, dim) if ctx.has_b and ctx.needs_input_grad[1] else None
+        return (dx, db, None, None, None) + none7
+    if grad == 1:  # inputs: (dy, b, x, y); mode-1 output is linear in dy, its x-derivative is mode 2
+        dy, b, x, y = ctx.saved_tensors
+        d_dy = lib.bias_act(d_out, b, x, y, None, 1, dim, act, alpha, gain, clamp, save_y)
+        d_x = d_b = None
+        if act in _HAS_2ND_GRAD and (ctx.needs_input_grad[1] or ctx.needs_input_grad[2]):
+            d_x = lib.bias_act(d_out, b, x, y, dy, 2, dim, act, alpha, gain, clamp, save_y)
+            d_b = _reduce_bias(d_x, dim) if ctx.has_b and ctx.needs_input_grad[1] else None
+        return (d_dy, d_b, d_x, None, None) + none7
+    raise RuntimeError(
+        "suite_ops::bias_act supports first and second derivatives only (specs/ops.md §3.3); use the 'ref' "
+        "backend for third-order gradients"
+    )
+
+
+torch.library.register_autograd("suite_ops::bias_act", _bias_act_backward, setup_context=_bias_act_setup)
+
+# -------------------------------------------------------------------------------------------- grid_sample
+
+
+@torch.library.register_fake("suite_ops::grid_sample_2d")
+def _grid_sample_fake(input, grid):
+    return input.new_empty([input.shape[0], input.shape[1], grid.shape[1], grid.shape[2]])
+
+
+@torch.library.register_fake("suite_ops::grid_sample_2d_backward")
+def _grid_sample_backward_fake(grad_out, input, grid, input_grad, grid_grad):
+    gi = torch.empty_like(input, memory_format=torch.contiguous_format) if input_grad else input.new_empty([0])
+    gg = torch.empty_like(grid, memory_format=torch.contiguous_format) if grid_grad else grid.new_empty([0])
+    return gi, gg
+
+
+def _grid_sample_setup(ctx, inputs, output):
+    input, grid = inputs
+    ctx.save_for_backward(input, grid)
+
+
+def _grid_sample_backward(ctx, grad_out):
+    input, grid = ctx.saved_tensors
+    gi, gg = lib.grid_sample_2d_backward(
+        grad_out, input, grid, ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+    )
+    return (gi if ctx.needs_input_grad[0] else None), (gg if ctx.needs_input_grad[1] else None)
+
+
+def _grid_sample_bwd_setup(ctx, inputs, output):
+    grad_out, input, grid, input_grad, grid_grad = inputs
+    ctx.save_for_backward(grid)
+
+
+def _grid_sample_bwd_backward(ctx, gg_input, gg_grid):
+    (grid,) = ctx.saved_tensors
+    if ctx.needs_input_grad[1] or ctx.needs_input_grad[2] or (gg_grid is not None and gg_grid.numel() > 0):
+        raise RuntimeError(
+            "suite_ops::grid_sample_2d: second derivatives are implemented with respect to the input only "
+            "(specs/ops.md §6); the grid must not require grad here. Use the 'ref' backend otherwise."
+        )
+    d_grad_out = lib.grid_sample_2d(gg_input, grid) if gg_input is not None and ctx.needs_input_grad[0] else None
+    return d_grad_out, None, None, None, None
+
+
+torch.library.register_autograd("suite_ops::grid_sample_2d", _grid_sample_backward, setup_context=_grid_sample_setup)
+torch.library.register_autograd(
+    "suite_ops::grid_sample_2d_backward", _grid_sample_bwd_backward, setup_context=_grid_sample_bwd_setup
+)

@@ -1,0 +1,128 @@
+"""bias_act: fused bias + activation + gain + clamp (specs/ops.md §3).
+
+Order: ``x + b -> act(., alpha) -> * gain -> clamp to [-clamp, clamp]``. Defaults per activation are the
+spec's table (§3.2). The gradient of ``act='linear'`` with a clamp follows ``linear_clamp_grad`` (§3.3):
+``passthrough`` (default; what the authors' CUDA runs did: gradients flow through clamped values) or
+``mask`` (gradient zero where the output was clamped, the NVIDIA reference path). Both backends implement the
+selected semantics.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ops import _backend
+
+
+@dataclass(frozen=True)
+class ActSpec:
+    """One row of the activation table (specs/ops.md §3.2)."""
+
+    name: str
+    def_alpha: float
+    def_gain: float
+    index: int  # NVIDIA's CUDA index, also used by suite_ops::bias_act
+    ref: str  # what the compiled backward needs: '' (nothing), 'y' or 'x'
+    has_2nd_grad: bool
+
+
+activation_funcs = {
+    "linear": ActSpec("linear", 0.0, 1.0, 1, "", False),
+    "relu": ActSpec("relu", 0.0, math.sqrt(2), 2, "y", False),
+    "lrelu": ActSpec("lrelu", 0.2, math.sqrt(2), 3, "y", False),
+    "tanh": ActSpec("tanh", 0.0, 1.0, 4, "y", True),
+    "sigmoid": ActSpec("sigmoid", 0.0, 1.0, 5, "y", True),
+    "elu": ActSpec("elu", 0.0, 1.0, 6, "y", True),
+    "selu": ActSpec("selu", 0.0, 1.0, 7, "y", True),
+    "softplus": ActSpec("softplus", 0.0, 1.0, 8, "y", True),
+    "swish": ActSpec("swish", 0.0, math.sqrt(2), 9, "x", True),
+}
+
+LINEAR_CLAMP_GRAD_MODES = ("passthrough", "mask")
+_linear_clamp_grad = {"mode": "passthrough"}
+
+
+def set_linear_clamp_grad(mode: str) -> None:
+    """Select the gradient semantics of ``act='linear'`` with a clamp (config ``ops.linear_clamp_grad``)."""
+    if mode not in LINEAR_CLAMP_GRAD_MODES:
+        raise ValueError(f"ops.linear_clamp_grad must be one of {LINEAR_CLAMP_GRAD_MODES}, got {mode!r}")
+    _linear_clamp_grad["mode"] = mode
+
+
+def get_linear_clamp_grad() -> str:
+    """The active linear+clamp gradient semantics (specs/ops.md §3.3)."""
+    return _linear_clamp_grad["mode"]
+
+
+def _activation_ref(x: torch.Tensor, act: str, alpha: float) -> torch.Tensor:
+    if act == "linear":
+        return x
+    if act == "relu":
+        return F.relu(x)
+    if act == "lrelu":
+        return F.leaky_relu(x, alpha)
+    if act == "tanh":
+        return torch.tanh(x)
+    if act == "sigmoid":
+        return torch.sigmoid(x)
+    if act == "elu":
+        return F.elu(x)
+    if act == "selu":
+        return F.selu(x)
+    if act == "softplus":
+        return F.softplus(x)
+    return torch.sigmoid(x) * x  # swish
+
+
+def _resolve(act, alpha, gain, clamp) -> tuple[ActSpec, float, float, float]:
+    if act not in activation_funcs:
+        raise ValueError(f"bias_act: unknown act {act!r}; expected one of {sorted(activation_funcs)}")
+    spec = activation_funcs[act]
+    alpha = float(alpha if alpha is not None else spec.def_alpha)
+    gain = float(gain if gain is not None else spec.def_gain)
+    clamp = float(clamp if clamp is not None else -1)
+    return spec, alpha, gain, clamp
+
+
+def _bias_act_ref(x, b=None, dim=1, act="linear", alpha=None, gain=None, clamp=None) -> torch.Tensor:
+    """Reference path (specs/ops.md §3.1): plain PyTorch, differentiable to any order."""
+    spec, alpha, gain, clamp = _resolve(act, alpha, gain, clamp)
+    if b is not None:
+        x = x + b.reshape([-1 if i == dim else 1 for i in range(x.ndim)])
+    x = _activation_ref(x, spec.name, alpha)
+    if gain != 1:
+        x = x * gain
+    if clamp >= 0:
+        if spec.name == "linear" and get_linear_clamp_grad() == "passthrough":
+            x = x + (x.clamp(-clamp, clamp) - x).detach()
+        else:
+            x = x.clamp(-clamp, clamp)
+    return x
+
+
+def _bias_act_compiled(x, b, dim, spec: ActSpec, alpha, gain, clamp) -> torch.Tensor:
+    # For linear + clamp, 'mask' saves the output so the backward masks clamped elements (specs/ops.md §3.3).
+    save_y = spec.ref == "y" or (spec.name == "linear" and clamp >= 0 and get_linear_clamp_grad() == "mask")
+    return torch.ops.suite_ops.bias_act(x, b, None, None, None, 0, dim, spec.index, alpha, gain, clamp, save_y)
+
+
+def bias_act(x, b=None, dim=1, act="linear", alpha=None, gain=None, clamp=None) -> torch.Tensor:
+    """Fused ``clamp(act(x + b, alpha) * gain)`` with the defaults of specs/ops.md §3.2."""
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise ValueError(f"bias_act: x must be a floating-point tensor, got {getattr(x, 'dtype', type(x))}")
+    if clamp is not None and clamp < 0:
+        raise ValueError(f"bias_act: clamp must be None or >= 0, got {clamp}")
+    if not (0 <= dim < x.ndim):
+        raise ValueError(f"bias_act: dim must be in [0, {x.ndim}), got {dim}")
+    if b is not None and (b.ndim != 1 or b.shape[0] != x.shape[dim]):
+        raise ValueError(f"bias_act: b must be 1-D of length x.shape[{dim}]={x.shape[dim]}, got {tuple(b.shape)}")
+    spec, alpha_f, gain_f, clamp_f = _resolve(act, alpha, gain, clamp)
+    if _backend.use_compiled("bias_act", x):
+        if b is not None:
+            b = b.to(x.dtype)
+        return _bias_act_compiled(x, b, dim, spec, alpha_f, gain_f, clamp_f)
+    return _bias_act_ref(x, b, dim, act, alpha, gain, clamp)

@@ -1,0 +1,63 @@
+// Shared argument checks and shape helpers of the suite_ops kernels (specs/ops.md §2, §3, §6).
+#pragma once
+
+#include <ATen/ATen.h>
+
+namespace suite_ops {
+
+struct UpfirdnShape {
+  int64_t out_h, out_w;
+};
+
+inline UpfirdnShape upfirdn2d_check(const at::Tensor& x, const at::Tensor& f, int64_t upx, int64_t upy,
+                                    int64_t downx, int64_t downy, int64_t padx0, int64_t padx1, int64_t pady0,
+                                    int64_t pady1) {
+  TORCH_CHECK(x.dim() == 4, "suite_ops::upfirdn2d: x must be [N, C, H, W], got ", x.sizes());
+  TORCH_CHECK(f.dim() == 2 && f.scalar_type() == at::kFloat,
+              "suite_ops::upfirdn2d: f must be a 2-D float32 filter, got ", f.sizes(), " ", f.scalar_type());
+  TORCH_CHECK(f.device() == x.device(), "suite_ops::upfirdn2d: f and x must be on the same device");
+  TORCH_CHECK(f.size(0) >= 1 && f.size(1) >= 1, "suite_ops::upfirdn2d: empty filter");
+  TORCH_CHECK(upx >= 1 && upy >= 1 && downx >= 1 && downy >= 1, "suite_ops::upfirdn2d: factors must be >= 1");
+  const int64_t out_w = (x.size(3) * upx + padx0 + padx1 - f.size(1) + downx) / downx;
+  const int64_t out_h = (x.size(2) * upy + pady0 + pady1 - f.size(0) + downy) / downy;
+  TORCH_CHECK(out_w >= 1 && out_h >= 1, "suite_ops::upfirdn2d: output would be empty (", out_h, "x", out_w, ")");
+  return {out_h, out_w};
+}
+
+inline void bias_act_check(const at::Tensor& x, const c10::optional<at::Tensor>& b,
+                           const c10::optional<at::Tensor>& xref, const c10::optional<at::Tensor>& yref,
+                           const c10::optional<at::Tensor>& dy, int64_t grad, int64_t dim, int64_t act) {
+  TORCH_CHECK(x.is_floating_point(), "suite_ops::bias_act: x must be floating point");
+  TORCH_CHECK(grad >= 0 && grad <= 2, "suite_ops::bias_act: grad mode must be 0, 1 or 2, got ", grad);
+  TORCH_CHECK(act >= 1 && act <= 9, "suite_ops::bias_act: act index must be in 1..9, got ", act);
+  TORCH_CHECK(dim >= 0 && (x.dim() == 0 || dim < x.dim()), "suite_ops::bias_act: bad dim ", dim);
+  if (b.has_value()) {
+    TORCH_CHECK(b->dim() == 1 && x.dim() > 0 && b->size(0) == x.size(dim) && b->scalar_type() == x.scalar_type() &&
+                    b->device() == x.device(),
+                "suite_ops::bias_act: b must be 1-D of length x.shape[dim] with x's dtype and device");
+  }
+  for (const auto* t : {&xref, &yref, &dy}) {
+    if (t->has_value()) {
+      TORCH_CHECK((*t)->sizes() == x.sizes() && (*t)->scalar_type() == x.scalar_type() &&
+                      (*t)->device() == x.device(),
+                  "suite_ops::bias_act: xref/yref/dy must match x in shape, dtype and device");
+    }
+  }
+}
+
+inline void grid_sample_check(const at::Tensor& input, const at::Tensor& grid) {
+  TORCH_CHECK(input.dim() == 4, "suite_ops::grid_sample_2d: input must be [N, C, H, W], got ", input.sizes());
+  TORCH_CHECK(grid.dim() == 4 && grid.size(3) == 2 && grid.size(0) == input.size(0),
+              "suite_ops::grid_sample_2d: grid must be [N, Ho, Wo, 2] with input's N, got ", grid.sizes());
+  TORCH_CHECK(grid.scalar_type() == input.scalar_type() && grid.device() == input.device(),
+              "suite_ops::grid_sample_2d: grid must have input's dtype and device");
+  TORCH_CHECK(input.is_floating_point(), "suite_ops::grid_sample_2d: input must be floating point");
+}
+
+// Unnormalised source coordinate, align_corners=False: ((g + 1) * size - 1) / 2.
+template <typename T>
+C10_HOST_DEVICE inline T grid_unnormalize(T g, int64_t size) {
+  return ((g + T(1)) * T(size) - T(1)) / T(2);
+}
+
+}  // namespace suite_ops
