@@ -2,8 +2,8 @@
 
 Formats:
 
-- ``imagenet``: ``<data_dir>/train/<wnid>/*.JPEG`` and ``<data_dir>/val/<wnid>/*.JPEG`` (the usual layout after
-  the standard val-prep script); classes are the sorted ``train`` sub-folders.
+- ``imagenet``: ``<data_dir>/train/<wnid>/*.JPEG`` and ``<data_dir>/val/<wnid>/*.JPEG`` (the usual layout
+  after the standard val-prep script); classes are the sorted ``train`` sub-folders.
 - ``cifar10``: the python-pickle release, ``data_batch_1..5``, ``test_batch``, ``batches.meta`` in
   ``<data_dir>`` or ``<data_dir>/cifar-10-batches-py``.
 - ``digits``: the embedded default, scikit-learn's 8 x 8 digits (1797 images shipped inside the package),
@@ -99,7 +99,9 @@ class ImageFolderClassification(Dataset):
     ) -> None:
         self.dir = Path(root) / split
         if not self.dir.is_dir():
-            raise FileNotFoundError(f"ImageFolderClassification: {self.dir} does not exist (expected {split}/<class>/*)")
+            raise FileNotFoundError(
+                f"ImageFolderClassification: {self.dir} does not exist (expected {split}/<class>/*)"
+            )
         found = sorted(p.name for p in self.dir.iterdir() if p.is_dir())
         if not found:
             raise FileNotFoundError(f"ImageFolderClassification: no class folders in {self.dir}")
@@ -118,8 +120,11 @@ class ImageFolderClassification(Dataset):
             if f.suffix.lower() in IMAGE_EXTS
         ]
         if not self.samples:
-            raise FileNotFoundError(f"ImageFolderClassification: no images ({sorted(IMAGE_EXTS)}) under {self.dir}")
-        self.train, self.image_size, self.resize_size, self.min_scale = train, image_size, resize_size, min_scale
+            raise FileNotFoundError(
+                f"ImageFolderClassification: no images ({sorted(IMAGE_EXTS)}) under {self.dir}"
+            )
+        self.train, self.image_size = train, image_size
+        self.resize_size, self.min_scale = resize_size, min_scale
         self.skips = SkipCounter(f"imagenet/{split}")
 
     def __len__(self) -> int:
@@ -150,14 +155,18 @@ class ImageFolderClassification(Dataset):
         )
 
 
-def read_cifar10(root: str | Path, train: bool, skips: SkipCounter) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def read_cifar10(
+    root: str | Path, train: bool, skips: SkipCounter
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """CIFAR-10 python pickles -> (uint8 [N, 32, 32, 3], int64 [N], class names); malformed rows skipped."""
     root = Path(root)
     if not (root / "batches.meta").is_file() and (root / "cifar-10-batches-py" / "batches.meta").is_file():
         root = root / "cifar-10-batches-py"
     meta_path = root / "batches.meta"
     if not meta_path.is_file():
-        raise FileNotFoundError(f"read_cifar10: {meta_path} not found (expected the python-pickle CIFAR-10 release)")
+        raise FileNotFoundError(
+            f"read_cifar10: {meta_path} not found (expected the python-pickle CIFAR-10 release)"
+        )
     with open(meta_path, "rb") as f:
         meta = pickle.load(f, encoding="latin1")
     names = meta.get("label_names") if isinstance(meta, dict) else None
@@ -173,7 +182,9 @@ def read_cifar10(root: str | Path, train: bool, skips: SkipCounter) -> tuple[np.
                 batch = pickle.load(f, encoding="bytes")
             data, labs = batch[b"data"], batch[b"labels"]
         except (pickle.UnpicklingError, EOFError, KeyError, TypeError) as e:
-            raise ValueError(f"read_cifar10: {path} is not a CIFAR-10 batch with b'data' and b'labels' ({e})") from e
+            raise ValueError(
+                f"read_cifar10: {path} is not a CIFAR-10 batch with b'data' and b'labels' ({e})"
+            ) from e
         if len(data) != len(labs):
             raise ValueError(f"read_cifar10: {path} has {len(data)} images but {len(labs)} labels")
         for i, (row, lab) in enumerate(zip(data, labs)):
@@ -191,14 +202,19 @@ def read_cifar10(root: str | Path, train: bool, skips: SkipCounter) -> tuple[np.
 class ArrayClassification(Dataset):
     """In-memory float images [N, C, H, W] in [0, 1] + labels, with pad-crop(-flip) augmentation."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean, std, pad: int = 0, flip: bool = False):
-        self.images, self.labels, self.mean, self.std, self.pad, self.flip = images, labels, mean, std, pad, flip
+    def __init__(
+        self, images: torch.Tensor, labels: torch.Tensor, mean, std, pad: int = 0, flip: bool = False
+    ):
+        self.images, self.labels = images, labels
+        self.mean, self.std, self.pad, self.flip = mean, std, pad, flip
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, idx: int) -> tuple[torch.Tensor, int]:
-        x = _pad_crop_flip(self.images[idx], self.pad, self.flip) if (self.pad or self.flip) else self.images[idx]
+        x = self.images[idx]
+        if self.pad or self.flip:
+            x = _pad_crop_flip(x, self.pad, self.flip)
         return _normalize(x, self.mean, self.std), int(self.labels[idx])
 
 
@@ -274,7 +290,8 @@ class ClassificationDataModule(pl.LightningDataModule):
             xs, ys = {}, {}
             for split in (True, False):
                 img, lab, self.classes = read_cifar10(self.data_dir, split, skips)
-                xs[split], ys[split] = torch.from_numpy(img).permute(0, 3, 1, 2).float().div_(255), torch.from_numpy(lab)
+                xs[split] = torch.from_numpy(img).permute(0, 3, 1, 2).float().div_(255)
+                ys[split] = torch.from_numpy(lab)
             pad, flip = (4, True) if self.augment else (0, False)
             tr = ArrayClassification(xs[True], ys[True], CIFAR_MEAN, CIFAR_STD, pad, flip)
             va = ArrayClassification(xs[False], ys[False], CIFAR_MEAN, CIFAR_STD)

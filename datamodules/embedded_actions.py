@@ -136,8 +136,11 @@ class EmbeddedActionsDataModule(SemiSupervisedVideoDataModule):
         kwargs.setdefault("load_size", 32)
         kwargs.setdefault("crop_size", 32)
         kwargs.setdefault("hflip", False)
-        super().__init__(dataset="ucf101", root=root, split=1, video_dir="UCF-101", list_dir="ucfTrainTestlist",
-                         **kwargs)  # fmt: skip
+        fixed = dict(dataset="ucf101", split=1, video_dir="UCF-101", list_dir="ucfTrainTestlist")
+        for key, value in fixed.items():
+            if kwargs.setdefault(key, value) != value:
+                raise ValueError(f"data.{key}={kwargs[key]!r}: the embedded action dataset has {key}={value!r}")
+        super().__init__(root=root, **kwargs)
         self.generator_kwargs = dict(generator or {})
 
     def prepare_data(self) -> None:

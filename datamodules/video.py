@@ -303,6 +303,7 @@ class SemiSupervisedVideoDataModule(pl.LightningDataModule):
     unlabeled ground truth (for pseudo-label accuracy logging only). Evaluation batches: ``x`` (B, V, C, T, s, s)
     with V = clips x crops, ``y``. All clips are float, normalised with ``mean``/``std``.
 
+    ``num_classes`` (optional) is checked against the dataset and lets model configs interpolate it.
     ``batch_size`` is the GLOBAL labeled batch; the unlabeled batch is ``mu`` times it. An epoch is
     ``steps_per_epoch`` steps (default: one pass over the unlabeled videos, or the labeled ones when ``mu=0``).
     """
@@ -344,6 +345,7 @@ class SemiSupervisedVideoDataModule(pl.LightningDataModule):
         mean: Sequence[float] = (0.45, 0.45, 0.45),
         std: Sequence[float] = (0.225, 0.225, 0.225),
         seed: int = 0,
+        num_classes: int | None = None,
     ):
         super().__init__()
         if dataset not in ("ucf101", "kinetics400"):
@@ -391,6 +393,9 @@ class SemiSupervisedVideoDataModule(pl.LightningDataModule):
     def num_classes(self) -> int:
         if not self.classes:
             self.classes = self._records(True)[1]
+        if self.hp.num_classes is not None and self.hp.num_classes != len(self.classes):
+            raise ValueError(f"data.num_classes={self.hp.num_classes} but {self.hp.root} has {len(self.classes)} "
+                             "classes")  # fmt: skip
         return len(self.classes)
 
     @property

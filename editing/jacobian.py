@@ -1,20 +1,21 @@
 """Generator Jacobians and region Gram matrices (spec lowrankgan_resefa.md §1.3, §1.5).
 
-``JacobianEngine`` differentiates the (resized, channel-reduced) generator output with respect to a single ``w``
-broadcast to all layers (the originals' W space), ``w+`` or ``z``:
+``JacobianEngine`` differentiates the (resized, channel-reduced) generator output with respect to a single
+``w`` broadcast to all layers (the originals' W space), ``w+`` or ``z``:
 
-- ``forward``: forward mode, one JVP per latent dimension (512 instead of 65,536 passes), vectorised over chunks of
-  tangents (``torch.func.vmap`` of ``torch.func.jvp``) or, with ``impl="batch"``, as a batch of dual tensors
-  (``torch.autograd.forward_ad``) for modules ``vmap`` cannot trace.
+- ``forward``: forward mode, one JVP per latent dimension (512 instead of 65,536 passes), vectorised over
+  chunks of tangents (``torch.func.vmap`` of ``torch.func.jvp``) or, with ``impl="batch"``, as a batch of dual
+  tensors (``torch.autograd.forward_ad``) for modules ``vmap`` cannot trace.
 - ``reverse``: the originals' reference, one backward per output row (``chunk=1``) or a vmapped batch of VJPs.
 
-Forward mode needs jvp rules for every op on the synthesis path: the compiled StyleGAN2 ops register backward only,
-so the engine switches the suite's ops to the pure-PyTorch reference backend while it runs (``reference_ops``).
+Forward mode needs jvp rules for every op on the synthesis path: the compiled StyleGAN2 ops register backward
+only, so the engine switches the suite's ops to the pure-PyTorch reference backend while it runs
+(``reference_ops``).
 
-``GramAccumulator`` turns Jacobian rows into ``A = J_fᵀJ_f / N_f`` and ``B = J_bᵀJ_b / N_b`` for several regions at once
-(float64). Reverse mode streams rows into it, so the full Jacobian is never stored; forward mode produces columns, so
-one sample's ``[P, D]`` float32 Jacobian is held in memory (134 MB at 256², 512-d), never written, and dropped after
-its Grams are formed.
+``GramAccumulator`` turns Jacobian rows into ``A = J_fᵀJ_f / N_f`` and ``B = J_bᵀJ_b / N_b`` for several
+regions at once (float64). Reverse mode streams rows into it, so the full Jacobian is never stored; forward
+mode produces columns, so one sample's ``[P, D]`` float32 Jacobian is held in memory (134 MB at 256², 512-d),
+never written, and dropped after its Grams are formed.
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ REDUCES = ("mean", "sum", "none")
 
 @contextlib.contextmanager
 def reference_ops() -> Iterator[None]:
-    """Run the suite's StyleGAN2 ops on the pure-PyTorch reference backend (which has jvp rules), then restore."""
+    """Run the suite's StyleGAN2 ops on the pure-PyTorch reference backend (which has jvp rules), then
+    restore.
+    """
     try:
         import ops
     except ImportError:
@@ -62,8 +65,10 @@ class JacobianEngine:
 
     Args:
         G: generator with NVIDIA's API (``mapping``, ``synthesis``, ``num_ws``, ``w_dim``, ``z_dim``).
-        space: ``w`` (one w broadcast to all layers, the originals), ``wplus`` (all layers, flattened) or ``z``.
-        size: side of the output grid the Jacobian is taken on (``None``: the generator's resolution); the originals
+        space: ``w`` (one w broadcast to all layers, the originals), ``wplus`` (all layers, flattened) or
+        ``z``.
+        size: side of the output grid the Jacobian is taken on (``None``: the generator's resolution); the
+        originals
             use 256 (LowRankGAN resizes to it, ReSeFa downsizes larger images).
         reduce: channel reduction ``mean`` (LowRankGAN), ``sum`` (ReSeFa) or ``none`` (keep RGB rows).
         resize: ``F.interpolate`` mode used when the output side differs from ``size``.
@@ -110,11 +115,16 @@ class JacobianEngine:
     def map(self, z: torch.Tensor) -> torch.Tensor:
         """``z [N, z_dim] -> ws [N, num_ws, w_dim]`` with the engine's truncation."""
         return self.G.mapping(
-            z, self._c(z.shape[0], z.device), truncation_psi=self.truncation_psi, truncation_cutoff=self.truncation_cutoff
+            z,
+            self._c(z.shape[0], z.device),
+            truncation_psi=self.truncation_psi,
+            truncation_cutoff=self.truncation_cutoff,
         )
 
     def latent_from_z(self, z: torch.Tensor) -> torch.Tensor:
-        """The point the Jacobian is taken at, ``[N, input_dim]``: w (first layer), flattened w+, or z itself."""
+        """The point the Jacobian is taken at, ``[N, input_dim]``: w (first layer), flattened w+, or z
+        itself.
+        """
         if self.space == "z":
             return z
         ws = self.map(z)
@@ -129,7 +139,9 @@ class JacobianEngine:
         return self.map(x)
 
     def reduce_image(self, img: torch.Tensor) -> torch.Tensor:
-        """``[N, C, H, W] -> [N, K, S, S]``: resize to ``size`` then reduce channels (K = 1, or C for ``none``)."""
+        """``[N, C, H, W] -> [N, K, S, S]``: resize to ``size`` then reduce channels (K = 1, or C for
+        ``none``).
+        """
         if self.size is not None and img.shape[-1] != self.size:
             kwargs = {} if self.resize == "nearest" else {"align_corners": False}
             img = F.interpolate(img, size=(self.size, self.size), mode=self.resize, **kwargs)
@@ -152,7 +164,9 @@ class JacobianEngine:
     def forward_chunks(
         self, x: torch.Tensor, chunk: int = 32, impl: str = "vmap", columns: torch.Tensor | None = None
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield ``(column_ids, J[:, column_ids])`` with ``J`` flattened to ``[P, k]`` for one latent ``x [D]``."""
+        """Yield ``(column_ids, J[:, column_ids])`` with ``J`` flattened to ``[P, k]`` for one latent ``x
+        [D]``.
+        """
         if x.ndim != 1:
             raise ValueError(f"forward: expected one latent of shape [input_dim], got {tuple(x.shape)}")
         dim = x.shape[0]
@@ -195,7 +209,9 @@ class JacobianEngine:
     def reverse_chunks(
         self, x: torch.Tensor, rows: torch.Tensor | None = None, chunk: int = 1
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield ``(row_ids, J[row_ids])`` by reverse mode: ``chunk=1`` is the originals' one backward per row."""
+        """Yield ``(row_ids, J[row_ids])`` by reverse mode: ``chunk=1`` is the originals' one backward per
+        row.
+        """
         if x.ndim != 1:
             raise ValueError(f"reverse: expected one latent of shape [input_dim], got {tuple(x.shape)}")
         xg = x.detach().clone().requires_grad_(True)
@@ -221,8 +237,10 @@ class JacobianEngine:
 class GramAccumulator:
     """Region Gram matrices ``A = J_fᵀJ_f/N_f`` (inside) and ``B = J_bᵀJ_b/N_b`` (outside) (spec §1.5).
 
-    ``masks`` maps region names to boolean ``[S, S]`` masks on the Jacobian grid; rows of a ``K``-channel Jacobian
-    (``reduce='none'``) reuse the pixel mask for each channel. Each sample is normalised on its own (the originals
+    ``masks`` maps region names to boolean ``[S, S]`` masks on the Jacobian grid; rows of a ``K``-channel
+    Jacobian
+    (``reduce='none'``) reuse the pixel mask for each channel. Each sample is normalised on its own (the
+    originals
     process each image independently); ``per_sample`` keeps them and ``mean`` averages them.
     """
 
@@ -263,7 +281,9 @@ class GramAccumulator:
         """Normalise the current sample's sums and store them."""
         for name, (a, b, nf, nb) in self._sums.items():
             if nf == 0 or nb == 0:
-                raise ValueError(f"region {name!r}: no Jacobian rows {'inside' if nf == 0 else 'outside'} the mask")
+                raise ValueError(
+                    f"region {name!r}: no Jacobian rows {'inside' if nf == 0 else 'outside'} the mask"
+                )
             self.per_sample[name].append((a / nf, b / nb))
         self._reset()
 
@@ -283,7 +303,17 @@ def accumulate_grams(
     chunk: int = 32,
     impl: str = "vmap",
 ) -> GramAccumulator:
-    """Jacobian of each latent in ``latents [N, D]`` streamed into the region Grams (one sample at a time)."""
+    """Jacobian of each latent in ``latents [N, D]`` streamed into the region Grams (one sample at a time).
+
+    Reverse mode adds rows in blocks of at most ~1024 (never the whole Jacobian); forward mode fills one
+    sample's
+    ``[P, D]`` buffer column block by column block, then forms the Grams and drops it.
+    """
+    with reference_ops():
+        return _accumulate(engine, latents, masks, mode, chunk, impl)
+
+
+def _accumulate(engine, latents, masks, mode, chunk, impl) -> GramAccumulator:
     channels = engine.output_shape(latents)[0]
     acc = GramAccumulator(masks, engine.input_dim, channels)
     for x in latents:
@@ -294,8 +324,15 @@ def accumulate_grams(
             acc.add_jacobian(J)
             del J
         elif mode == "reverse":
+            buf_ids, buf_rows = [], []
             for ids, rows in engine.reverse_chunks(x, chunk=chunk):
-                acc.add_rows(rows, ids)
+                buf_ids.append(ids)
+                buf_rows.append(rows)
+                if sum(b.shape[0] for b in buf_rows) >= 1024:
+                    acc.add_rows(torch.cat(buf_rows), torch.cat(buf_ids))
+                    buf_ids, buf_rows = [], []
+            if buf_rows:
+                acc.add_rows(torch.cat(buf_rows), torch.cat(buf_ids))
         else:
             raise ValueError(f"jacobian.mode={mode!r}: expected 'forward' or 'reverse'")
         acc.end_sample()

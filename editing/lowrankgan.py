@@ -1,10 +1,10 @@
 """LowRankGAN: principal component pursuit + null-space projection (spec lowrankgan_resefa.md §2.2).
 
-PCP (Candès et al.) by the augmented-Lagrangian loop with a fixed penalty, as zhujiapeng/LowRankGAN:RobustPCA.py:
-``L ← SVT_{1/μ}(M − S + Y/μ)``, ``S ← soft_{λ/μ}(M − L + Y/μ)``, ``Y ← Y + μ(M − L − S)``, from ``S = Y = 0``, until
-``‖M − L − S‖_F < tol·‖M‖_F`` or ``max_iter``. Constants: ``λ = 1/lambda_inv`` (CLI ``--lamb 60``),
-``μ = n₁n₂ / (4‖M‖₁)`` with numpy's ``ord=1`` *induced* norm (max absolute column sum, ``mu_norm='induced'``, the
-original) or the textbook entry-wise ℓ1 (``mu_norm='entrywise'``).
+PCP (Candès et al.) by the augmented-Lagrangian loop with a fixed penalty, as
+zhujiapeng/LowRankGAN:RobustPCA.py: ``L ← SVT_{1/μ}(M − S + Y/μ)``, ``S ← soft_{λ/μ}(M − L + Y/μ)``, ``Y ← Y +
+μ(M − L − S)``, from ``S = Y = 0``, until ``‖M − L − S‖_F < tol·‖M‖_F`` or ``max_iter``. Constants: ``λ =
+1/lambda_inv`` (CLI ``--lamb 60``), ``μ = n₁n₂ / (4‖M‖₁)`` with numpy's ``ord=1`` *induced* norm (max absolute
+column sum, ``mu_norm='induced'``, the original) or the textbook entry-wise ℓ1 (``mu_norm='entrywise'``).
 """
 
 from __future__ import annotations
@@ -31,7 +31,9 @@ def _to_tensor(m: np.ndarray | torch.Tensor, device: str | torch.device | None) 
 
 
 def pcp_mu(M: torch.Tensor, mu_norm: str = "induced") -> float:
-    """``n₁n₂ / (4‖M‖₁)``; ``induced`` = max absolute column sum (numpy ``ord=1``), ``entrywise`` = Σ|M_ij|."""
+    """``n₁n₂ / (4‖M‖₁)``; ``induced`` = max absolute column sum (numpy ``ord=1``), ``entrywise`` =
+    Σ|M_ij|.
+    """
     if mu_norm == "induced":
         norm = M.abs().sum(dim=0).max()
     elif mu_norm == "entrywise":
@@ -108,14 +110,18 @@ def lowrank_directions(
     num_relax: int = 0,
     device: str | torch.device | None = None,
 ) -> LowRankDirections:
-    """Steps 3–6 of spec §2.2: PCP on A and B, ranks, null basis of L_B (with relaxation), projected directions."""
+    """Steps 3–6 of spec §2.2: PCP on A and B, ranks, null basis of L_B (with relaxation), projected
+    directions.
+    """
     fore = pcp(A, lambda_inv, mu_norm, max_iter, tol, device)
     back = pcp(B, lambda_inv, mu_norm, max_iter, tol, device)
     L_f, L_b = fore.low_rank.cpu(), back.low_rank.cpu()
     dim = L_f.shape[1]
     r_f, r_b = numerical_rank(L_f), numerical_rank(L_b)
     if r_f == 0:
-        raise ValueError("LowRankGAN: the low-rank part of A is zero (region too small or lambda_inv too low)")
+        raise ValueError(
+            "LowRankGAN: the low-rank part of A is zero (region too small or lambda_inv too low)"
+        )
     _, _, Vh_f = torch.linalg.svd(L_f)
     _, _, Vh_b = torch.linalg.svd(L_b)
     V_f = Vh_f[:r_f]

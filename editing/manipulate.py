@@ -1,8 +1,8 @@
 """Layer-wise linear edits and their visualisation (spec lowrankgan_resefa.md §1.6, §2.2 step 7, §3.3).
 
-``w+ = mapping(z)`` (truncated on the first ``truncation_cutoff`` layers), then ``w+_ℓ ← w+_ℓ + α·n`` on the chosen
-layers only. Outputs: a PNG grid (rows = samples, columns = α), a self-contained HTML page, and a short video
-sweeping α (mp4 through PyAV, or GIF through pillow); logged to W&B when a run is active.
+``w+ = mapping(z)`` (truncated on the first ``truncation_cutoff`` layers), then ``w+_ℓ ← w+_ℓ + α·n`` on the
+chosen layers only. Outputs: a PNG grid (rows = samples, columns = α), a self-contained HTML page, and a short
+video sweeping α (mp4 through PyAV, or GIF through pillow); logged to W&B when a run is active.
 """
 
 from __future__ import annotations
@@ -36,7 +36,9 @@ def sample_ws(
     truncation_cutoff: int | None = None,
     device: str | torch.device = "cpu",
 ) -> torch.Tensor:
-    """``[num, num_ws, w_dim]`` w+ codes, truncated towards ``w_avg`` on the first ``truncation_cutoff`` layers."""
+    """``[num, num_ws, w_dim]`` w+ codes, truncated towards ``w_avg`` on the first ``truncation_cutoff``
+    layers.
+    """
     z = sample_z(G, num, seed, device)
     c_dim = int(getattr(G, "c_dim", 0) or 0)
     c = torch.zeros(num, c_dim, device=device) if c_dim > 0 else None
@@ -54,7 +56,9 @@ def edit_ws(
         raise ValueError(f"direction has {n.numel()} entries, expected w_dim={w_dim}")
     bad = [ell for ell in layers if not 0 <= int(ell) < num_ws]
     if bad:
-        raise ValueError(f"edit.layers {bad} out of range: the generator has num_ws={num_ws} (valid 0..{num_ws - 1})")
+        raise ValueError(
+            f"edit.layers {bad} out of range: the generator has num_ws={num_ws} (valid 0..{num_ws - 1})"
+        )
     layer_mask = torch.zeros(num_ws, 1, dtype=ws.dtype, device=ws.device)
     layer_mask[list(int(ell) for ell in layers)] = 1.0
     a = torch.as_tensor(list(alphas), dtype=ws.dtype, device=ws.device)
@@ -63,7 +67,9 @@ def edit_ws(
 
 @torch.no_grad()
 def render(G: torch.nn.Module, ws: torch.Tensor, noise_mode: str = "const", batch: int = 4) -> torch.Tensor:
-    """Synthesise ``ws [..., num_ws, w_dim]`` in batches; images keep the leading shape, values in G's range."""
+    """Synthesise ``ws [..., num_ws, w_dim]`` in batches; images keep the leading shape, values in G's
+    range.
+    """
     lead = ws.shape[:-2]
     flat = ws.reshape(-1, *ws.shape[-2:])
     imgs = [G.synthesis(flat[i : i + batch], noise_mode=noise_mode) for i in range(0, flat.shape[0], batch)]
@@ -124,17 +130,23 @@ def save_html(
     size: int | None = 256,
     info: dict | None = None,
 ) -> Path:
-    """Self-contained HTML page: one table per direction, rows = samples, columns = α (images embedded as PNG)."""
+    """Self-contained HTML page: one table per direction, rows = samples, columns = α (images embedded as
+    PNG).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
         f"<title>{html.escape(title)}</title>",
-        "<style>td{padding:2px;text-align:center;font:12px sans-serif}img{display:block}</style></head><body>",
+        "<style>td{padding:2px;text-align:center;font:12px sans-serif}img{display:block}</style>",
+        "</head><body>",
         f"<h1>{html.escape(title)}</h1>",
     ]
     if info:
-        parts.append("<ul>" + "".join(f"<li>{html.escape(str(k))}: {html.escape(str(v))}</li>" for k, v in info.items()))
+        parts.append(
+            "<ul>"
+            + "".join(f"<li>{html.escape(str(k))}: {html.escape(str(v))}</li>" for k, v in info.items())
+        )
         parts.append("</ul>")
     for name, images in edits.items():
         arr = to_uint8(images, size)
@@ -142,7 +154,10 @@ def save_html(
         parts.extend(f"<th>&alpha; = {a:+.2f}</th>" for a in alphas)
         parts.append("</tr>")
         for i in range(arr.shape[0]):
-            cells = "".join(f"<td><img src='data:image/png;base64,{_png_b64(arr[i, k])}'></td>" for k in range(arr.shape[1]))
+            cells = "".join(
+                f"<td><img src='data:image/png;base64,{_png_b64(arr[i, k])}'></td>"
+                for k in range(arr.shape[1])
+            )
             parts.append(f"<tr><td>{i}</td>{cells}</tr>")
         parts.append("</table>")
     parts.append("</body></html>")

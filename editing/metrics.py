@@ -1,7 +1,8 @@
 """Editing metrics: masked MSE inside/outside the region and time per direction (spec metrics.md §9).
 
-Suite definition [X]: images mapped to [0, 1] and resized to the mask grid (the Jacobian grid, nearest by default);
-``MSE_in`` = mean over in-mask pixels and channels of ``(edited − original)²``, ``MSE_out`` likewise outside.
+Suite definition [X]: images mapped to [0, 1] and resized to the mask grid (the Jacobian grid, nearest by
+default); ``MSE_in`` = mean over in-mask pixels and channels of ``(edited − original)²``, ``MSE_out`` likewise
+outside.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ def masked_mse(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample ``(MSE_in, MSE_out)`` of ``[N, C, H, W]`` images in [-1, 1] on the ``[S, S]`` mask grid."""
     if original.shape != edited.shape:
-        raise ValueError(f"masked_mse: original {tuple(original.shape)} and edited {tuple(edited.shape)} differ")
+        raise ValueError(
+            f"masked_mse: original {tuple(original.shape)} and edited {tuple(edited.shape)} differ"
+        )
     size = mask.shape[-1]
     diff = (_prepare(edited, size, mode) - _prepare(original, size, mode)).square().mean(dim=1)  # [N, S, S]
     m = mask.to(diff.device).bool()
@@ -58,7 +61,9 @@ class MaskedMSE(Metric):
 
 
 class StageTimer:
-    """Wall time of named stages; ``per_direction`` divides the Jacobian + factorisation time by directions."""
+    """Wall time of named stages; ``per_direction`` divides the Jacobian + factorisation time by
+    directions.
+    """
 
     def __init__(self):
         self.seconds: dict[str, float] = defaultdict(float)
@@ -71,7 +76,9 @@ class StageTimer:
         finally:
             self.seconds[stage] += time.perf_counter() - start
 
-    def per_direction(self, num_directions: int, stages: tuple[str, ...] = ("jacobian", "factorise")) -> float:
+    def per_direction(
+        self, num_directions: int, stages: tuple[str, ...] = ("jacobian", "factorise")
+    ) -> float:
         if num_directions <= 0:
             raise ValueError(f"per_direction: expected a positive number of directions, got {num_directions}")
         return sum(self.seconds.get(s, 0.0) for s in stages) / num_directions

@@ -1,8 +1,9 @@
 """End-to-end editing pipeline used by ``experiments/edit.py`` (spec lowrankgan_resefa.md §3.3, §2.2, §4).
 
-``compute_directions``: sample z (seed) → Jacobian per sample (forward mode by default) → region Grams → per-image
-factorisation (ReSeFa eigenvectors or LowRankGAN projected directions) → ``.npy`` files named like the originals.
-``run_edits``: truncated w+ samples → layer-wise edits → PNG grids, HTML, video, masked MSE, W&B.
+``compute_directions``: sample z (seed) → Jacobian per sample (forward mode by default) → region Grams →
+per-image factorisation (ReSeFa eigenvectors or LowRankGAN projected directions) → ``.npy`` files named like
+the originals. ``run_edits``: truncated w+ samples → layer-wise edits → PNG grids, HTML, video, masked MSE,
+W&B.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ METHODS = ("resefa", "lowrankgan")
 
 
 def direction_path(out_dir: Path, region: str, image: int, method: str, projected: bool = False) -> Path:
-    """``directions/{region}/image_XX_region_{region}_name_{method}[_projected].npy`` (the originals' naming)."""
+    """``directions/{region}/image_XX_region_{region}_name_{method}[_projected].npy`` (the originals'
+    naming).
+    """
     suffix = "_projected" if projected else ""
     return out_dir / "directions" / region / f"image_{image:02d}_region_{region}_name_{method}{suffix}.npy"
 
@@ -58,7 +61,11 @@ def compute_directions(
         truncation_psi=jac.get("truncation_psi", 1.0),
     )
     num = int(jac.get("num_samples", 5))
-    z = torch.from_numpy(np.random.RandomState(int(jac.get("seed", 4))).randn(num, int(G.z_dim))).float().to(device)
+    z = (
+        torch.from_numpy(np.random.RandomState(int(jac.get("seed", 4))).randn(num, int(G.z_dim)))
+        .float()
+        .to(device)
+    )
     with torch.no_grad():
         latents = engine.latent_from_z(z)
     with timer("jacobian"):
@@ -89,7 +96,11 @@ def compute_directions(
                 if method == "resefa":
                     r = dict(resefa or {})
                     dirs, values = resefa_directions(
-                        A, B, r.get("solver", "eigh"), bool(r.get("full_rank", False)), float(r.get("tau", 1e-3))
+                        A,
+                        B,
+                        r.get("solver", "eigh"),
+                        bool(r.get("full_rank", False)),
+                        float(r.get("tau", 1e-3)),
                     )
                     np.save(path, dirs.astype(np.float32))
                     entries.append({"path": str(path), "eigenvalues_top5": values[:5].tolist()})
@@ -138,7 +149,9 @@ def load_directions(path: str | Path, start: int = 0, end: int | None = 1) -> np
         raise ValueError(f"direction file {path}: expected shape [D] or [K, D], got {arr.shape}")
     rows = arr[start:end]
     if rows.shape[0] == 0:
-        raise ValueError(f"direction file {path}: rows {start}:{end} are empty (file has {arr.shape[0]} rows)")
+        raise ValueError(
+            f"direction file {path}: rows {start}:{end} are empty (file has {arr.shape[0]} rows)"
+        )
     return rows.astype(np.float32)
 
 
@@ -190,7 +203,10 @@ def run_edits(
     save_html(edits, alphas, out_dir / "index.html", title, html_size, info)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     flat = {
-        f"{name}/{key}@{c['alpha']:+g}": c[key] for name, curve in metrics.items() for c in curve for key in ("mse_in", "mse_out")
+        f"{name}/{key}@{c['alpha']:+g}": c[key]
+        for name, curve in metrics.items()
+        for c in curve
+        for key in ("mse_in", "mse_out")
     }
     log_wandb(grids, videos, flat)
     return {"grids": grids, "videos": videos, "html": out_dir / "index.html", "metrics": metrics}

@@ -1,10 +1,10 @@
 """ReSeFa: region directions as generalised eigenvectors of (A, B) (spec lowrankgan_resefa.md §3.2).
 
-Maximise the generalised Rayleigh quotient ``R(n) = nᵀAn / nᵀBn``; stationary points solve ``An = λBn``. The suite
-solves the symmetric-definite problem with ``scipy.linalg.eigh(A, B)`` (``solver='eigh'``); ``solver='eig_inv'`` is
-the official ``eig(inv(B) @ A)`` path. Optional regulariser ``B ← B + τ·tr(B)·I`` (official ``--full_rank``,
-``--tao 1e-3``, default off). Directions are sorted by eigenvalue (descending), L2-normalised and sign-fixed so that
-the largest-magnitude entry is positive.
+Maximise the generalised Rayleigh quotient ``R(n) = nᵀAn / nᵀBn``; stationary points solve ``An = λBn``. The
+suite solves the symmetric-definite problem with ``scipy.linalg.eigh(A, B)`` (``solver='eigh'``);
+``solver='eig_inv'`` is the official ``eig(inv(B) @ A)`` path. Optional regulariser ``B ← B + τ·tr(B)·I``
+(official ``--full_rank``, ``--tao 1e-3``, default off). Directions are sorted by eigenvalue (descending),
+L2-normalised and sign-fixed so that the largest-magnitude entry is positive.
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ SOLVERS = ("eigh", "eig_inv")
 
 
 def _as_numpy(m: np.ndarray | torch.Tensor, name: str) -> np.ndarray:
-    arr = m.detach().cpu().double().numpy() if isinstance(m, torch.Tensor) else np.asarray(m, dtype=np.float64)
+    arr = (
+        m.detach().cpu().double().numpy() if isinstance(m, torch.Tensor) else np.asarray(m, dtype=np.float64)
+    )
     if arr.ndim != 2 or arr.shape[0] != arr.shape[1]:
         raise ValueError(f"{name}: expected a square matrix, got shape {arr.shape}")
     return arr

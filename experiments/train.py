@@ -38,9 +38,9 @@ def persistent_wandb_id(output_dir: Path) -> str:
     path = output_dir / "wandb_id.txt"
     if path.exists():
         return path.read_text().strip()
-    import wandb.util
+    import secrets
 
-    run_id = wandb.util.generate_id()
+    run_id = secrets.token_hex(4)  # W&B ids: 8 lowercase alphanumerics, like wandb's own generator
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(run_id)
     return run_id
@@ -88,6 +88,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule = hydra.utils.instantiate(cfg.data)
     model = hydra.utils.instantiate(cfg.model, _convert_="partial")
     callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    if cfg.get("metrics") and "_target_" in cfg.metrics:
+        callbacks.append(hydra.utils.instantiate(cfg.metrics))
     loggers = []
     for name, lcfg in (cfg.get("logger") or {}).items():
         if not lcfg:

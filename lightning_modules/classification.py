@@ -37,7 +37,9 @@ class ImageClassifier(pl.LightningModule):
     ) -> None:
         super().__init__()
         if scheduler_interval not in ("epoch", "step"):
-            raise ValueError(f"model.scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
+            raise ValueError(
+                f"model.scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}"
+            )
         self.save_hyperparameters(ignore=["net"], logger=False)
         self.net = net
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
@@ -97,4 +99,5 @@ class ImageClassifier(pl.LightningModule):
         if self.scheduler_factory is None:
             return opt
         sched = self.scheduler_factory(opt)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": self.hparams.scheduler_interval}}
+        interval = self.hparams.scheduler_interval
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": interval}}

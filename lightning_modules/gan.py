@@ -195,8 +195,11 @@ class AdversarialModule(pl.LightningModule):
         idx = torch.randint(0, real_c.shape[0], [n], device=self.device)
         return real_c[idx]
 
-    def run_G(self, z: torch.Tensor, c: torch.Tensor, update_emas: bool = True):
-        """G(z, c) with style mixing (spec §7.2): returns (img, ws)."""
+    def run_G(self, z: torch.Tensor, c: torch.Tensor, update_emas: bool = True, **synthesis_kwargs):
+        """G(z, c) with style mixing (spec §7.2): returns (img, ws).
+
+        ``synthesis_kwargs`` go to ``G.synthesis`` (e.g. EqGAN-SA's ``spatial`` heatmaps).
+        """
         ws = self.G.mapping(z, c, update_emas=update_emas)
         prob = self.hparams.style_mixing_prob
         if prob > 0:
@@ -207,7 +210,7 @@ class AdversarialModule(pl.LightningModule):
             if cutoff < num_ws:
                 mixed = self.G.mapping(torch.randn_like(z), c, update_emas=False)
                 ws = torch.cat([ws[:, :cutoff], mixed[:, cutoff:]], dim=1)
-        img = self.G.synthesis(ws, update_emas=update_emas)
+        img = self.G.synthesis(ws, update_emas=update_emas, **synthesis_kwargs)
         return img, ws
 
     def augment(self, img: torch.Tensor) -> torch.Tensor:

@@ -476,12 +476,8 @@ class AdaptiveP:
         logits = real_logits.detach()
         if self._stats.device != logits.device:
             self._stats = self._stats.to(logits.device)
-        self._stats = self._stats + torch.stack(
-            [
-                logits.sign().sum(dtype=torch.float64),
-                torch.tensor(logits.numel(), dtype=torch.float64, device=logits.device),
-            ]
-        )
+        self._stats[0] += logits.sign().sum(dtype=torch.float64)
+        self._stats[1] += logits.numel()
 
     def step(self, global_batch: int) -> bool:
         """Count one iteration; every ``interval``-th adjusts ``pipe.p`` in place and returns True."""
@@ -491,7 +487,6 @@ class AdaptiveP:
         p = self.pipe.p
         stats = self._stats.to(p.device)
         if dist.is_available() and dist.is_initialized():
-            stats = stats.clone()
             dist.all_reduce(stats)
         total, count = stats[0], stats[1]
         r_t = total / count.clamp(min=1)

@@ -1,6 +1,6 @@
-"""Classic image classifiers written for the suite: ResNet (He et al. 2016) and VGG (Simonyan & Zisserman 2015).
+"""Classic classifiers written for the suite: ResNet (He et al. 2016) and VGG (Simonyan & Zisserman 2015).
 
-Layouts follow the usual ImageNet definitions (ResNet v1.5: the stride of a bottleneck sits on its 3 x 3 conv).
+Layouts follow the usual ImageNet definitions (ResNet v1.5: a bottleneck's stride sits on its 3 x 3 conv).
 The RGB input convolution is always named ``stem`` so that :func:`networks.compconv.convert_model` keeps it
 vanilla, as the CompConv paper does (spec compconv.md §3, §6). ``width`` scales every stage (64 = standard);
 ``small_input=True`` uses the CIFAR stem (3 x 3, stride 1, no max-pool) for 32 x 32 images.
@@ -78,7 +78,11 @@ def _init(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-_RESNET_LAYERS = {18: (BasicBlock, (2, 2, 2, 2)), 34: (BasicBlock, (3, 4, 6, 3)), 50: (Bottleneck, (3, 4, 6, 3))}
+_RESNET_LAYERS = {
+    18: (BasicBlock, (2, 2, 2, 2)),
+    34: (BasicBlock, (3, 4, 6, 3)),
+    50: (Bottleneck, (3, 4, 6, 3)),
+}
 
 
 class ResNet(nn.Module):
@@ -97,7 +101,11 @@ class ResNet(nn.Module):
             raise ValueError(f"ResNet: depth must be one of {sorted(_RESNET_LAYERS)}, got {depth}")
         block, layers = _RESNET_LAYERS[depth]
         self.init_kwargs = dict(
-            depth=depth, num_classes=num_classes, width=width, in_channels=in_channels, small_input=small_input
+            depth=depth,
+            num_classes=num_classes,
+            width=width,
+            in_channels=in_channels,
+            small_input=small_input,
         )
         if small_input:
             self.stem = nn.Conv2d(in_channels, width, 3, 1, 1, bias=False)

@@ -5,8 +5,8 @@ No official code exists; the module follows the concrete reconstruction of spec 
 formula of spec §2 (channel budget, adaptive depth, complexity). With input ``x`` (``C_in`` channels):
 
 1. ``u0 = Conv_k(x)``: ``C_in -> C_prim`` (carries the stride).
-2. for ``j = 1..d-1``: ``t_j = I_j (+) v_{j-1}`` with ``|I_j| = |v_{j-1}| = 2^(j-1) C_prim`` identity channels of
-   ``x`` (``v_0 = u0``), and ``v_j = Conv_k(t_j)``: ``2^j C_prim -> 2^j C_prim``.
+2. for ``j = 1..d-1``: ``t_j = I_j (+) v_{j-1}`` with ``|I_j| = |v_{j-1}| = 2^(j-1) C_prim`` identity channels
+   of ``x`` (``v_0 = u0``), and ``v_j = Conv_k(t_j)``: ``2^j C_prim -> 2^j C_prim``.
 3. ``X_B0 = v_{d-1}``; the tail ``X_A0 = cheap_op(X_B0)`` (depthwise k x k by default).
 4. ``y = Shuffle(t_1 (+) ... (+) t_{d-1} (+) X_A0 (+) X_B0)``, ``C_out`` channels (surplus trimmed from X_A0).
 """
@@ -36,7 +36,7 @@ def _check_choice(name: str, value: str, allowed: Sequence[str]) -> None:
 def compconv_depth(in_channels: int, c0: int, rule: str = "min", max_depth: int = 3) -> int:
     """Adaptive recursion depth d from ``C_in`` and the model constant ``C0`` (spec §2).
 
-    ``min`` (default, from "limit d to a maximum of 3"): ``d = min(floor(log2(max(1, C_in/C0))) + 1, max_depth)``.
+    ``min`` (default; "limit d to a maximum of 3"): ``d = min(floor(log2(max(1, C_in/C0))) + 1, max_depth)``.
     ``max`` (the other summary's transcription): ``d = max(floor(log2(max(1, C_in/C0))) + 1, max_depth)``.
     """
     _check_choice("depth_rule", rule, DEPTH_RULES)
@@ -175,10 +175,11 @@ class CompConv2d(nn.Module):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
     def _identity(self, x: torch.Tensor) -> torch.Tensor:
-        """Identity channels I_1 .. I_{d-1} of x, brought to the output resolution (choice stride2_identity)."""
-        ident = x.index_select(1, self.identity_index) if self.identity_slices == "strided" else x[
-            :, : self.identity_index.numel()
-        ]
+        """Identity channels I_1 .. I_{d-1} of x at the output resolution (choice ``stride2_identity``)."""
+        if self.identity_slices == "strided":
+            ident = x.index_select(1, self.identity_index)
+        else:
+            ident = x[:, : self.identity_index.numel()]
         s = self.stride
         if s == 1:
             return ident
@@ -231,7 +232,9 @@ def _is_replaceable(conv: nn.Conv2d) -> bool:
     )
 
 
-def convert_model(model: nn.Module, c0: int = 128, skip: Sequence[str] = ("stem",), **compconv_kwargs) -> nn.Module:
+def convert_model(
+    model: nn.Module, c0: int = 128, skip: Sequence[str] = ("stem",), **compconv_kwargs
+) -> nn.Module:
     """Swap every replaceable k x k ``nn.Conv2d`` of ``model`` for :class:`CompConv2d` (in place; spec §6).
 
     1 x 1 convolutions, grouped/dilated convolutions and modules whose qualified name starts with an entry
@@ -247,7 +250,9 @@ def convert_model(model: nn.Module, c0: int = 128, skip: Sequence[str] = ("stem"
         and not any(name == s or name.startswith(s + ".") for s in skip)
     ]
     if not targets:
-        raise ValueError(f"convert_model: no k x k convolution to replace in {type(model).__name__} (skip={skip})")
+        raise ValueError(
+            f"convert_model: no k x k convolution to replace in {type(model).__name__} (skip={skip})"
+        )
     for name in targets:
         parent_name, _, attr = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model

@@ -30,7 +30,7 @@ _ext: dict = {"loaded": None, "error": None}
 
 
 def _load_extension() -> bool:
-    """Import ``ops._C`` once (built by ``pip install -e .``; never compiled here) and register its autograd."""
+    """Import ``ops._C`` once (built by ``pip install -e .``, never compiled here) + its autograd."""
     if _ext["loaded"] is None:
         try:
             from ops import _compiled  # noqa: F401  (imports ops._C and registers fake/autograd kernels)
@@ -60,11 +60,13 @@ def cuda_kernels_built() -> bool:
 def set_backend(name: str) -> None:
     """Select the backend (``auto``, ``compiled`` or ``ref``); ``compiled`` checks the extension now."""
     if name not in BACKENDS:
-        raise ValueError(f"ops backend must be one of {BACKENDS}, got {name!r} (config key ops.backend / {ENV_VAR})")
+        raise ValueError(
+            f"ops backend must be one of {BACKENDS}, got {name!r} (config key ops.backend / {ENV_VAR})"
+        )
     if name == "compiled" and not _load_extension():
         raise RuntimeError(
             "ops backend 'compiled' requested but the extension ops._C is not built "
-            f"({_ext['error']}). Build it with `pip install --no-build-isolation --no-deps -e .` (docs/ops.md)."
+            f"({_ext['error']}). Build it: `pip install --no-build-isolation --no-deps -e .` (docs/ops.md)."
         )
     changed = _state["backend"] != name
     _state["backend"] = name
@@ -97,7 +99,9 @@ def _log_choice() -> None:
             sorted(AUTO_CPU_OPS),
         )
     else:
-        log.info("ops backend: auto -> ref everywhere, because the extension is not built (%s)", _ext["error"])
+        log.info(
+            "ops backend: auto -> ref everywhere, because the extension is not built (%s)", _ext["error"]
+        )
 
 
 def use_compiled(op: str, x: torch.Tensor) -> bool:

@@ -116,7 +116,9 @@ def _grid_sample_fake(input, grid):
 
 @torch.library.register_fake("suite_ops::grid_sample_2d_backward")
 def _grid_sample_backward_fake(grad_out, input, grid, input_grad, grid_grad):
-    gi = torch.empty_like(input, memory_format=torch.contiguous_format) if input_grad else input.new_empty([0])
+    gi = (
+        torch.empty_like(input, memory_format=torch.contiguous_format) if input_grad else input.new_empty([0])
+    )
     gg = torch.empty_like(grid, memory_format=torch.contiguous_format) if grid_grad else grid.new_empty([0])
     return gi, gg
 
@@ -141,16 +143,20 @@ def _grid_sample_bwd_setup(ctx, inputs, output):
 
 def _grid_sample_bwd_backward(ctx, gg_input, gg_grid):
     (grid,) = ctx.saved_tensors
-    if ctx.needs_input_grad[1] or ctx.needs_input_grad[2] or (gg_grid is not None and gg_grid.numel() > 0):
+    if ctx.needs_input_grad[2] or (gg_grid is not None and gg_grid.numel() > 0):
         raise RuntimeError(
             "suite_ops::grid_sample_2d: second derivatives are implemented with respect to the input only "
             "(specs/ops.md §6); the grid must not require grad here. Use the 'ref' backend otherwise."
         )
-    d_grad_out = lib.grid_sample_2d(gg_input, grid) if gg_input is not None and ctx.needs_input_grad[0] else None
+    d_grad_out = (
+        lib.grid_sample_2d(gg_input, grid) if gg_input is not None and ctx.needs_input_grad[0] else None
+    )
     return d_grad_out, None, None, None, None
 
 
-torch.library.register_autograd("suite_ops::grid_sample_2d", _grid_sample_backward, setup_context=_grid_sample_setup)
+torch.library.register_autograd(
+    "suite_ops::grid_sample_2d", _grid_sample_backward, setup_context=_grid_sample_setup
+)
 torch.library.register_autograd(
     "suite_ops::grid_sample_2d_backward", _grid_sample_bwd_backward, setup_context=_grid_sample_bwd_setup
 )

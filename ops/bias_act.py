@@ -105,9 +105,14 @@ def _bias_act_ref(x, b=None, dim=1, act="linear", alpha=None, gain=None, clamp=N
 
 
 def _bias_act_compiled(x, b, dim, spec: ActSpec, alpha, gain, clamp) -> torch.Tensor:
-    # For linear + clamp, 'mask' saves the output so the backward masks clamped elements (specs/ops.md §3.3).
-    save_y = spec.ref == "y" or (spec.name == "linear" and clamp >= 0 and get_linear_clamp_grad() == "mask")
-    return torch.ops.suite_ops.bias_act(x, b, None, None, None, 0, dim, spec.index, alpha, gain, clamp, save_y)
+    # The backward masks clamped elements by the saved output, so save it whenever clamping (NVIDIA
+    # does not for swish, letting gradients through clamped values); linear + clamp follows
+    # linear_clamp_grad (§3.3).
+    passthrough = spec.name == "linear" and get_linear_clamp_grad() == "passthrough"
+    save_y = spec.ref == "y" or (clamp >= 0 and not passthrough)
+    return torch.ops.suite_ops.bias_act(
+        x, b, None, None, None, 0, dim, spec.index, alpha, gain, clamp, save_y
+    )
 
 
 def bias_act(x, b=None, dim=1, act="linear", alpha=None, gain=None, clamp=None) -> torch.Tensor:
@@ -119,7 +124,9 @@ def bias_act(x, b=None, dim=1, act="linear", alpha=None, gain=None, clamp=None) 
     if not (0 <= dim < x.ndim):
         raise ValueError(f"bias_act: dim must be in [0, {x.ndim}), got {dim}")
     if b is not None and (b.ndim != 1 or b.shape[0] != x.shape[dim]):
-        raise ValueError(f"bias_act: b must be 1-D of length x.shape[{dim}]={x.shape[dim]}, got {tuple(b.shape)}")
+        raise ValueError(
+            f"bias_act: b must be 1-D of length x.shape[{dim}]={x.shape[dim]}, got {tuple(b.shape)}"
+        )
     spec, alpha_f, gain_f, clamp_f = _resolve(act, alpha, gain, clamp)
     if _backend.use_compiled("bias_act", x):
         if b is not None:

@@ -25,7 +25,9 @@ def _check(x, w, f, up, down, groups) -> None:
     if not (isinstance(x, torch.Tensor) and x.ndim == 4):
         raise ValueError(f"conv2d_resample: x must be [N, C, H, W], got {getattr(x, 'shape', type(x))}")
     if not (isinstance(w, torch.Tensor) and w.ndim == 4 and w.dtype == x.dtype):
-        raise ValueError(f"conv2d_resample: w must be a 4-D tensor of x's dtype {x.dtype}, got {getattr(w, 'shape', w)}")
+        raise ValueError(
+            f"conv2d_resample: w must be a 4-D tensor of x's dtype {x.dtype}, got {getattr(w, 'shape', w)}"
+        )
     if f is not None and not (isinstance(f, torch.Tensor) and f.ndim in (1, 2) and f.dtype == torch.float32):
         raise ValueError("conv2d_resample: f must be None or a float32 1-D/2-D filter from setup_filter")
     for name, v in (("up", up), ("down", down), ("groups", groups)):
@@ -46,7 +48,9 @@ def _adjusted_padding(f, up, down, padding) -> list[int]:
     return [px0, px1, py0, py1]
 
 
-def conv2d_resample_generic(x, w, f=None, up=1, down=1, padding=0, groups=1, flip_weight=True, flip_filter=False):
+def conv2d_resample_generic(
+    x, w, f=None, up=1, down=1, padding=0, groups=1, flip_weight=True, flip_filter=False
+):
     """The generic composition of specs/ops.md §5 (last row): upfirdn2d(up) -> conv -> upfirdn2d(down).
 
     Every fast path of ``conv2d_resample`` must equal this (tests/ops/test_conv2d_resample.py).
@@ -61,7 +65,7 @@ def conv2d_resample_generic(x, w, f=None, up=1, down=1, padding=0, groups=1, fli
 
 
 def conv2d_resample(x, w, f=None, up=1, down=1, padding=0, groups=1, flip_weight=True, flip_filter=False):
-    """Convolve ``x`` with ``w`` [O, I/groups, kh, kw], resampling with the FIR filter ``f`` (specs/ops.md §5)."""
+    """Convolve ``x`` with ``w`` [O, I/groups, kh, kw], resampling with the FIR ``f`` (specs/ops.md §5)."""
     _check(x, w, f, up, down, groups)
     out_ch, in_ch_per_group, kh, kw = w.shape
     px0, px1, py0, py1 = _adjusted_padding(f, up, down, padding)
@@ -88,7 +92,9 @@ def conv2d_resample(x, w, f=None, up=1, down=1, padding=0, groups=1, flip_weight
         py0, py1 = py0 - (kh - 1), py1 - (kh - up)
         pxt = max(min(-px0, -px1), 0)
         pyt = max(min(-py0, -py1), 0)
-        x = _conv(x, w, stride=up, padding=[pyt, pxt], groups=groups, transpose=True, flip_weight=not flip_weight)
+        x = _conv(
+            x, w, stride=up, padding=[pyt, pxt], groups=groups, transpose=True, flip_weight=not flip_weight
+        )
         x = _up.upfirdn2d(
             x, f, padding=[px0 + pxt, px1 + pxt, py0 + pyt, py1 + pyt], gain=up**2, flip_filter=flip_filter
         )

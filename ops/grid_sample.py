@@ -1,14 +1,14 @@
-"""Bilinear ``grid_sample`` (zeros padding, align_corners=False) with double backward (specs/ops.md §6, §11.5).
+"""Bilinear ``grid_sample`` (zeros padding, align_corners=False) with double backward (ops.md §6, §11.5).
 
 Needed because ATen's ``grid_sampler_2d_backward`` has no derivative (pytorch/pytorch#34704), while R1 through
 ADA's geometric augmentation differentiates twice (specs/stylegan2_ada.md §8.3).
 
 - Reference path: a gather-based bilinear sampler in plain PyTorch, differentiable to any order with respect
   to both ``input`` and ``grid``.
-- Compiled path (``suite_ops::grid_sample_2d`` + ``suite_ops::grid_sample_2d_backward``): first derivatives for
-  input and grid; second derivatives with respect to ``input`` (what R1 needs: the grid is built from random
-  augmentation parameters). A second derivative through a grid that requires grad raises. ``auto`` therefore
-  uses the compiled path only when the grid does not require grad.
+- Compiled path (``suite_ops::grid_sample_2d`` + ``suite_ops::grid_sample_2d_backward``): first
+  derivatives for input and grid; second derivatives with respect to ``input`` (what R1 needs: the
+  grid is built from random augmentation parameters). A second derivative through a grid that requires
+  grad raises. ``auto`` therefore uses the compiled path only when the grid does not require grad.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from ops import _backend
 
 
 def _grid_sample_ref(input: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-    """Reference: bilinear interpolation of the four neighbours, zero outside the image (align_corners=False)."""
+    """Reference: bilinear mix of the four neighbours, zero outside the image (align_corners=False)."""
     n, c, h, w = input.shape
     ho, wo = grid.shape[1], grid.shape[2]
     ix = ((grid[..., 0] + 1) * w - 1) / 2
@@ -42,12 +42,17 @@ def _grid_sample_ref(input: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
 def grid_sample(input: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     """``F.grid_sample(input, grid, 'bilinear', 'zeros', align_corners=False)``, twice differentiable."""
     if not (isinstance(input, torch.Tensor) and input.ndim == 4):
-        raise ValueError(f"grid_sample: input must be [N, C, H, W], got {getattr(input, 'shape', type(input))}")
+        raise ValueError(
+            f"grid_sample: input must be [N, C, H, W], got {getattr(input, 'shape', type(input))}"
+        )
     if not (isinstance(grid, torch.Tensor) and grid.ndim == 4 and grid.shape[3] == 2):
-        raise ValueError(f"grid_sample: grid must be [N, Ho, Wo, 2], got {getattr(grid, 'shape', type(grid))}")
+        raise ValueError(
+            f"grid_sample: grid must be [N, Ho, Wo, 2], got {getattr(grid, 'shape', type(grid))}"
+        )
     if grid.shape[0] != input.shape[0] or grid.dtype != input.dtype:
         raise ValueError(
-            f"grid_sample: grid {tuple(grid.shape)} {grid.dtype} must match input {tuple(input.shape)} {input.dtype} "
+            f"grid_sample: grid {tuple(grid.shape)} {grid.dtype} must match input "
+            f"{tuple(input.shape)} {input.dtype} "
             "in batch size and dtype"
         )
     backend = _backend.get_backend()

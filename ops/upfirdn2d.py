@@ -2,7 +2,8 @@
 
 NVIDIA's argument conventions (stylegan2-ada-pytorch ``torch_utils/ops/upfirdn2d.py``): ``up``/``down`` are an
 int or ``[x, y]``; ``padding`` is an int, ``[px, py]`` or ``[x0, x1, y0, y1]`` relative to the upsampled image
-(negative crops); ``flip_filter=False`` is a true convolution; the filter is scaled by ``gain ** (f.ndim / 2)``.
+(negative crops); ``flip_filter=False`` is a true convolution; the filter is scaled by
+``gain ** (f.ndim / 2)``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from ops import _backend
 def _parse_scaling(scaling) -> tuple[int, int]:
     if isinstance(scaling, int):
         scaling = [scaling, scaling]
-    if not (isinstance(scaling, (list, tuple)) and len(scaling) == 2 and all(isinstance(s, int) for s in scaling)):
+    if not (
+        isinstance(scaling, (list, tuple)) and len(scaling) == 2 and all(isinstance(s, int) for s in scaling)
+    ):
         raise ValueError(f"upfirdn2d: up/down must be an int or [x, y] ints, got {scaling!r}")
     sx, sy = scaling
     if sx < 1 or sy < 1:
@@ -57,15 +60,17 @@ def _get_filter_size(f: torch.Tensor | None) -> tuple[int, int]:
 def setup_filter(f, device=None, normalize=True, flip_filter=False, gain=1, separable=None) -> torch.Tensor:
     """Prepare a FIR filter as float32 (specs/ops.md §2.3).
 
-    A 1-D filter stays separable only when ``separable`` is True, or when it is None and the filter has at least
-    8 taps; otherwise it becomes the outer product. ``normalize`` makes the DC gain 1; ``gain`` is applied as
-    ``gain ** (ndim / 2)``.
+    A 1-D filter stays separable only when ``separable`` is True, or when it is None and the filter has
+    at least 8 taps; otherwise it becomes the outer product. ``normalize`` makes the DC gain 1;
+    ``gain`` is applied as ``gain ** (ndim / 2)``.
     """
     if f is None:
         f = 1
     f = torch.as_tensor(f, dtype=torch.float32)
     if f.ndim not in (0, 1, 2) or f.numel() == 0:
-        raise ValueError(f"setup_filter: expected a scalar, 1-D or 2-D non-empty filter, got shape {tuple(f.shape)}")
+        raise ValueError(
+            f"setup_filter: expected a scalar, 1-D or 2-D non-empty filter, got shape {tuple(f.shape)}"
+        )
     if f.ndim == 0:
         f = f[np.newaxis]
     if separable is None:
@@ -112,7 +117,7 @@ def _upfirdn2d_ref(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1) -> 
 
 
 def _upfirdn2d_compiled(x, f, up, down, padding, flip_filter, gain) -> torch.Tensor:
-    """Compiled path: the registered ``suite_ops::upfirdn2d`` (one 2-D pass, or two 1-D passes if separable)."""
+    """Compiled path: registered ``suite_ops::upfirdn2d`` (one 2-D pass, or two 1-D passes if separable)."""
     upx, upy = _parse_scaling(up)
     downx, downy = _parse_scaling(down)
     padx0, padx1, pady0, pady1 = _parse_padding(padding)
@@ -128,9 +133,11 @@ def _upfirdn2d_compiled(x, f, up, down, padding, flip_filter, gain) -> torch.Ten
 
 
 def upfirdn2d(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1) -> torch.Tensor:
-    """Upsample (zero insertion), pad, convolve with ``f`` and downsample ``x`` [N, C, H, W] (specs/ops.md §2)."""
+    """Upsample (zero insertion), pad, convolve with ``f``, downsample ``x`` [N, C, H, W] (ops.md §2)."""
     if not (isinstance(x, torch.Tensor) and x.ndim == 4):
-        raise ValueError(f"upfirdn2d: x must be a 4-D [N, C, H, W] tensor, got {getattr(x, 'shape', type(x))}")
+        raise ValueError(
+            f"upfirdn2d: x must be a 4-D [N, C, H, W] tensor, got {getattr(x, 'shape', type(x))}"
+        )
     fw, fh = _get_filter_size(f)
     if f is not None and f.requires_grad:
         raise ValueError("upfirdn2d: no gradient with respect to the filter f (specs/ops.md §2.1)")
@@ -158,7 +165,7 @@ def filter2d(x, f, padding=0, flip_filter=False, gain=1) -> torch.Tensor:
 
 
 def upsample2d(x, f, up=2, padding=0, flip_filter=False, gain=1) -> torch.Tensor:
-    """Upsample by ``up`` with gain ``gain * upx * upy`` to compensate the inserted zeros (specs/ops.md §2.3)."""
+    """Upsample by ``up``, gain ``gain * upx * upy`` compensating the inserted zeros (specs/ops.md §2.3)."""
     upx, upy = _parse_scaling(up)
     padx0, padx1, pady0, pady1 = _parse_padding(padding)
     fw, fh = _get_filter_size(f)

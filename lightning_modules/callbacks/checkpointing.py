@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.callbacks import Checkpoint, ModelCheckpoint
 
 
 def save_checkpoint_atomic(trainer: pl.Trainer, path: str | Path, weights_only: bool = False) -> Path:
@@ -34,11 +34,12 @@ class AtomicModelCheckpoint(ModelCheckpoint):
                 logger.after_save_checkpoint(self)
 
 
-class KimgCheckpoint(Callback):
+class KimgCheckpoint(Checkpoint):
     """Checkpoints scheduled by images seen, not by ``global_step`` (pitfalls §1).
 
     Writes ``last.ckpt`` every ``every_kimg`` and at the end of training; with ``keep_snapshots`` also
-    ``network-snapshot-<kimg:06d>.ckpt`` as the reference's periodic pickles.
+    ``network-snapshot-<kimg:06d>.ckpt`` as the reference's periodic pickles. Being a ``Checkpoint``, it
+    replaces Lightning's default step-driven ModelCheckpoint.
     """
 
     def __init__(self, dirpath: str, every_kimg: float = 50.0, keep_snapshots: bool = False):

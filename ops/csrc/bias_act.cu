@@ -2,7 +2,8 @@
 // math as the CPU kernel (bias_act_math.h). fp32, fp64, fp16, bf16; 64-bit indexing.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
@@ -39,7 +40,7 @@ struct BiasActCuda {
   void operator()() const {
     const int threads = 256;
     const int64_t blocks = std::min<int64_t>((numel + threads - 1) / threads, int64_t(1) << 20);
-    bias_act_kernel<A, G, scalar_t><<<blocks, threads, 0, at::cuda::getCurrentCUDAStream()>>>(
+    bias_act_kernel<A, G, scalar_t><<<blocks, threads, 0, c10::cuda::getCurrentCUDAStream()>>>(
         x, b, xref, yref, dy, y, numel, inner, channels, alpha, gain, clamp);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }

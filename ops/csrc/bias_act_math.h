@@ -97,11 +97,14 @@ C10_HOST_DEVICE inline T bias_act_elem(T x, T xref, T yref, T dy, T alpha, T gai
     }
   }
   y = y * gain * dy;
+  // Branch-free clamp (selects only) so the CPU loops vectorise.
   if (clamp >= zero) {
-    if (G == 0)
-      y = (y > -clamp && y < clamp) ? y : (y >= zero ? clamp : -clamp);
-    else
-      y = (yref > -clamp && yref < clamp) ? y : zero;
+    if (G == 0) {
+      y = (y > clamp) ? clamp : y;
+      y = (y < -clamp) ? -clamp : y;
+    } else {
+      y = ((yref > -clamp) & (yref < clamp)) ? y : zero;
+    }
   }
   return y;
 }

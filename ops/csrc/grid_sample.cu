@@ -4,7 +4,8 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/cuda/Atomic.cuh>
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
@@ -104,7 +105,7 @@ at::Tensor grid_sample_2d_cuda(const at::Tensor& input_in, const at::Tensor& gri
   at::Tensor out = at::empty({n, ch, grid.size(1), grid.size(2)}, input.options());
   if (out.numel() == 0) return out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "suite_ops::grid_sample_cuda", [&] {
-    grid_sample_fwd_kernel<scalar_t><<<num_blocks(n * np, 256), 256, 0, at::cuda::getCurrentCUDAStream()>>>(
+    grid_sample_fwd_kernel<scalar_t><<<num_blocks(n * np, 256), 256, 0, c10::cuda::getCurrentCUDAStream()>>>(
         input.const_data_ptr<scalar_t>(), grid.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(), n, ch,
         h, w, np);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -127,7 +128,7 @@ std::tuple<at::Tensor, at::Tensor> grid_sample_2d_backward_cuda(const at::Tensor
   at::Tensor gg = grid_grad ? at::zeros_like(grid) : at::empty({0}, grid.options());
   if (go.numel() == 0) return {gi, gg};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "suite_ops::grid_sample_bwd", [&] {
-    grid_sample_bwd_kernel<scalar_t><<<num_blocks(n * np, 256), 256, 0, at::cuda::getCurrentCUDAStream()>>>(
+    grid_sample_bwd_kernel<scalar_t><<<num_blocks(n * np, 256), 256, 0, c10::cuda::getCurrentCUDAStream()>>>(
         go.const_data_ptr<scalar_t>(), input.const_data_ptr<scalar_t>(), grid.const_data_ptr<scalar_t>(),
         input_grad ? gi.mutable_data_ptr<scalar_t>() : nullptr, grid_grad ? gg.mutable_data_ptr<scalar_t>() : nullptr,
         n, ch, h, w, np);

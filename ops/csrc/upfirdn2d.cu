@@ -2,7 +2,8 @@
 // (only the filter taps that hit an input pixel are visited). fp32, fp64, fp16, bf16; 64-bit indexing.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
@@ -53,7 +54,7 @@ at::Tensor upfirdn2d_cuda(const at::Tensor& x_in, const at::Tensor& f_in, int64_
   const int threads = 256;
   const int64_t blocks = std::min<int64_t>((total + threads - 1) / threads, int64_t(1) << 20);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "suite_ops::upfirdn2d_cuda", [&] {
-    upfirdn2d_kernel<scalar_t><<<blocks, threads, 0, at::cuda::getCurrentCUDAStream()>>>(
+    upfirdn2d_kernel<scalar_t><<<blocks, threads, 0, c10::cuda::getCurrentCUDAStream()>>>(
         x.const_data_ptr<scalar_t>(), f.const_data_ptr<float>(), y.mutable_data_ptr<scalar_t>(), total, x.size(2),
         x.size(3), shape.out_h, shape.out_w, f.size(0), f.size(1), upx, upy, downx, downy, padx0, pady0, flip,
         static_cast<float>(gain));

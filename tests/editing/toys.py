@@ -32,7 +32,9 @@ class _LinearSynthesis(nn.Module):
 
 
 class LinearToyG(nn.Module):
-    """``G(w+) = P · mean_ℓ(w+_ℓ)``; the image has ``channels × res × res`` outputs, ``P`` is ``[C·res², D]``."""
+    """``G(w+) = P · mean_ℓ(w+_ℓ)``; the image has ``channels × res × res`` outputs, ``P`` is ``[C·res²,
+    D]``.
+    """
 
     def __init__(self, P: torch.Tensor, channels: int, res: int, num_ws: int = 4):
         super().__init__()

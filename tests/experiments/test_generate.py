@@ -1,10 +1,8 @@
-"""experiments/convert.py + experiments/generate.py end to end on a fixture snapshot.
-Budget: < 25 s on 2 CPU cores (one subprocess, the rest through main(argv))."""
+"""experiments/convert.py + experiments/generate.py end to end on a fixture snapshot, through main(argv).
+Budget: < 15 s on 2 CPU cores."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -28,16 +26,9 @@ def test_parse_range():
 
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory):
-    """The small snapshot converted by the CLI in a subprocess (the documented command line)."""
+    """The small snapshot converted by ``convert.py SRC OUT``."""
     out = tmp_path_factory.mktemp("conv") / "small.pt"
-    src = FIXTURES / "stylegan2_small_snapshot.pkl"
-    subprocess.run(
-        [sys.executable, str(ROOT / "experiments" / "convert.py"), str(src), str(out)],
-        check=True,
-        cwd=tmp_path_factory.getbasetemp(),
-        capture_output=True,
-        timeout=300,
-    )
+    assert convert.main([str(FIXTURES / "stylegan2_small_snapshot.pkl"), str(out)]) == 0
     return out
 
 

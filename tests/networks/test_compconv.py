@@ -1,4 +1,4 @@
-"""Tests of networks/compconv.py, networks/classification_nets.py and metrics/complexity.py (spec compconv.md §2-§3, §6).
+"""Tests of networks/compconv.py, classification_nets.py and metrics/complexity.py (spec compconv.md §2-§6).
 
 Budget: under 20 s on 2 CPU cores.
 """
@@ -64,8 +64,9 @@ def test_output_shape_matches_conv2d(c_in, c_out, k, d, stride, size):
 
 @pytest.mark.parametrize(
     "c_in,c0,rule,expected",
-    [(64, 128, "min", 1), (128, 128, "min", 1), (256, 128, "min", 2), (512, 128, "min", 3), (2048, 128, "min", 3),
-     (300, 128, "min", 2), (64, 32, "min", 2), (64, 128, "max", 3), (2048, 128, "max", 5)],
+    [(64, 128, "min", 1), (128, 128, "min", 1), (256, 128, "min", 2), (512, 128, "min", 3),
+     (2048, 128, "min", 3), (300, 128, "min", 2), (64, 32, "min", 2), (64, 128, "max", 3),
+     (2048, 128, "max", 5)],
 )  # fmt: skip
 def test_depth_rule(c_in, c0, rule, expected):
     assert compconv_depth(c_in, c0, rule, 3) == expected
@@ -102,7 +103,7 @@ def test_macs_and_params_equal_closed_form(c_in, c_out, k, d, tail, stride):
 
 
 def test_spec_worked_example_512():
-    """Spec §3: C_in = C_out = 512, d = 3: 512*37 + 74^2 + 148^2 + 148 per k^2 (untrimmed), about 17.7 % of vanilla."""
+    """Spec §3: C_in = C_out = 512, d = 3: (512*37 + 74^2 + 148^2 + 148) k^2 untrimmed, ~17.7 % of vanilla."""
     assert spec_cost(448, 448, 1, 3) == 448 * 32 + 64**2 + 128**2 + 128  # divisible case: no trimming
     m = CompConv2d(512, 512, 3, depth=3, inner_norm_act="none")
     x = torch.randn(1, 512, 7, 7)
@@ -203,7 +204,9 @@ def test_convert_model_keeps_shapes_stem_and_1x1(build, size):
     net = build()
     x = torch.randn(2, 3, size, size)
     kxk = _kxk_convs(net) - {"stem"}
-    one_by_one = {n: m for n, m in net.named_modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1)}
+    one_by_one = {
+        n: m for n, m in net.named_modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1)
+    }
     vanilla_macs = count_macs(net, x).total
     convert_model(net, c0=32)
     assert net(x).shape == (2, 10)

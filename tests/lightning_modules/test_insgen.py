@@ -1,0 +1,262 @@
+"""InsGen module: phases, momentum D, heads, queues, losses, resume from plain StyleGAN2, configs (budget ~60 s)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+
+from lightning_modules.callbacks.checkpointing import KimgCheckpoint
+from lightning_modules.insgen import InsGenModule, default_queue_size, parse_insgen_config
+from networks.augment import AugmentPipe
+from networks.checkpoint import save_networks
+from tests.lightning_modules.gan_helpers import tiny_datamodule, tiny_module, tiny_networks, tiny_trainer
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+
+
+def tiny_insgen(cls=InsGenModule, insgen=None, **kwargs):
+    G, D = tiny_networks()
+    defaults = dict(
+        batch_size=4,
+        total_kimg=0.008,
+        r1_gamma=1.0,
+        g_reg_interval=2,
+        d_reg_interval=2,
+        ema_kimg=0.01,
+        ema_rampup=0.05,
+        sample_grid=(2, 2),
+        sample_every_kimg=100,
+        augment_p=0.2,
+        ada={"target": 0.6, "interval": 2, "kimg": 1},
+    )
+    defaults.update(kwargs)
+    cfg = {"queue": {"real_size": 6, "fake_size": 6}, **(insgen or {})}
+    return cls(G, D, augment_pipe=AugmentPipe.from_preset("bgc"), insgen=cfg, **defaults)
+
+
+def flat(module) -> torch.Tensor:
+    return torch.cat([t.detach().flatten().float() for t in module.state_dict().values()]).clone()
+
+
+class InsGenRecorder(InsGenModule):
+    """Snapshots networks, heads and queues around every phase and around the D_ema update."""
+
+    def on_train_start(self):
+        self.records, self.ema_checks = [], []
+
+    def update_d_ema(self):
+        before = [p.detach().clone() for p in self.D_ema.parameters()]
+        super().update_d_ema()
+        m = self.cfg.momentum_d_ema
+        expected = [m * b + (1 - m) * p.detach() for b, p in zip(before, self.D.parameters(), strict=True)]
+        self.ema_checks.append(
+            max((e - p).abs().max().item() for e, p in zip(expected, self.D_ema.parameters(), strict=True))
+        )
+
+    def training_step(self, batch, batch_idx):
+        self._snap = self._state()
+        return super().training_step(batch, batch_idx)
+
+    def _state(self):
+        return {
+            "G": flat(self.G),
+            "D": flat(self.D),
+            "DHead.mlp": flat(self.DHead.mlp),
+            "GHead.mlp": flat(self.GHead.mlp),
+            "DHead.momentum_mlp": [p.detach().clone() for p in self.DHead.momentum_mlp.parameters()],
+            "GHead.momentum_mlp": [p.detach().clone() for p in self.GHead.momentum_mlp.parameters()],
+            "GHead.mlp.params": [p.detach().clone() for p in self.GHead.mlp.parameters()],
+            "queues": torch.cat([self.DHead.queue.flatten(), self.GHead.queue.flatten()]).clone(),
+            "ptr": (int(self.DHead.queue_ptr), int(self.GHead.queue_ptr)),
+        }
+
+    def after_phase(self, phase, real_img, real_c):
+        super().after_phase(phase, real_img, real_c)
+        now = self._state()
+        G_grads = any(p.grad is not None and p.grad.abs().sum() > 0 for p in self.G.parameters())
+        self.records.append((phase, self._snap, now, G_grads, dict(self._stats)))
+        self._snap = now
+        for p in self.parameters():
+            p.grad = None
+
+
+def test_phases_update_only_their_parts_and_momentum_updates_follow_formulas(tmp_path):
+    module = tiny_insgen(InsGenRecorder)
+    tiny_trainer(tmp_path).fit(module, datamodule=tiny_datamodule())
+    assert [r[0] for r in module.records] == ["Gmain", "Greg", "Dmain", "Dreg", "Gmain", "Dmain"]
+    m = module.cfg.momentum_head
+    for phase, before, after, G_grads, stats in module.records:
+        changed = {k: not torch.equal(before[k], after[k]) for k in ("G", "D", "DHead.mlp", "GHead.mlp", "queues")}
+        if phase == "Gmain":
+            assert changed["G"] and not changed["D"]
+            # Heads and queues frozen in the G phase; GHead's momentum MLP still moves (faithful quirk, §9).
+            assert not changed["DHead.mlp"] and not changed["GHead.mlp"] and not changed["queues"]
+            for b, a, q in zip(
+                before["GHead.momentum_mlp"], after["GHead.momentum_mlp"], before["GHead.mlp.params"], strict=True
+            ):
+                torch.testing.assert_close(a, m * b + (1 - m) * q)
+            assert all(torch.equal(a, b) for a, b in zip(before["DHead.momentum_mlp"], after["DHead.momentum_mlp"]))
+            assert torch.isfinite(stats["insgen/g_id"])
+        if phase == "Dmain":
+            assert changed["D"] and not changed["G"] and not G_grads, "D phase must leave G without gradient"
+            assert changed["DHead.mlp"] and changed["GHead.mlp"], "heads are stepped in the D phase"
+            assert after["ptr"] == tuple((p + 4) % 6 for p in before["ptr"])  # batch 4 enqueued, K = 6
+            assert torch.isfinite(stats["insgen/real_id"]) and torch.isfinite(stats["insgen/fake_id"])
+    assert len(module.ema_checks) == 2 and max(module.ema_checks) < 1e-6
+    assert not torch.equal(flat(module.D_ema), flat(module.D))
+
+
+def test_d_phase_only_keeps_g_phase_heads_fixed_and_zero_lambda_g_skips_the_term():
+    torch.manual_seed(0)
+    module = tiny_insgen(insgen={"head_momentum_update": "d_phase_only"})
+    module._stats = {}
+    real, c = torch.rand(4, 3, 16, 16) * 2 - 1, torch.zeros(4, 0)
+    before = flat(module.GHead)
+    terms = module.gmain_loss(real, c)
+    assert "G/id" in terms and torch.equal(before, flat(module.GHead))
+    terms["G/id"].backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.G.parameters())
+    no_g = tiny_insgen(insgen={"lambda_g": 0.0})
+    no_g._stats = {}
+    assert "G/id" not in no_g.gmain_loss(real, c)
+
+
+@pytest.mark.parametrize("fill", ["query", "key"])
+def test_fake_queue_is_filled_from_query_features_or_keys(fill):
+    torch.manual_seed(0)
+    module = tiny_insgen(insgen={"fill_fake_from": fill})
+    module._stats = {}
+    seen = {}
+    original = module.id_features
+
+    def spy(img_q, img_k):
+        seen["q"], seen["k"] = original(img_q, img_k)
+        return seen["q"], seen["k"]
+
+    module.id_features = spy
+    module.dmain_loss(torch.rand(4, 3, 16, 16) * 2 - 1, torch.zeros(4, 0))
+    fq, fk = seen["q"][-4:], seen["k"][-4:]
+    expected = module.GHead.key(fq if fill == "query" else fk)
+    torch.testing.assert_close(module.GHead.queue[:, :4], expected.T)
+    torch.testing.assert_close(module.DHead.queue[:, :4], module.DHead.key(seen["k"][:4]).T)
+
+
+def test_short_id_training_on_embedded_faces_lowers_contrastive_losses():
+    """D + both heads trained on the real- and fake-ID terms alone (the module's own Dmain code path; G fixed)
+    for 24 steps on the embedded faces: both InfoNCE losses fall."""
+    torch.manual_seed(0)
+    module = tiny_insgen(insgen={"queue": {"real_size": 32, "fake_size": 32}})
+    dm = tiny_datamodule(batch_size=8)
+    dm.setup("fit")
+    reals = iter(dm.train_dataloader())
+    params = [*module.D.parameters(), *module.DHead.mlp.parameters(), *module.GHead.mlp.parameters()]
+    opt = torch.optim.Adam(params, lr=2e-3, betas=(0.0, 0.99))
+    history = []
+    for _ in range(24):
+        module._stats = {}
+        real, c = module.preprocess_batch(next(reals))
+        terms = module.dmain_loss(real, c)
+        opt.zero_grad(set_to_none=True)
+        (terms["D/real_id"] + terms["D/fake_id"]).backward()
+        opt.step()
+        module.update_d_ema()
+        history.append((float(module._stats["insgen/real_id"]), float(module._stats["insgen/fake_id"])))
+    first, last = torch.tensor(history[:4]).mean(0), torch.tensor(history[-4:]).mean(0)
+    assert (last < 0.85 * first).all(), f"ID losses did not fall: first {first.tolist()} last {last.tolist()}"
+
+
+def test_resume_from_plain_stylegan2_checkpoint_initialises_missing_parts(tmp_path, caplog):
+    # A plain StyleGAN2-ADA run writes a Lightning checkpoint after one iteration.
+    torch.manual_seed(0)
+    plain = tiny_module(total_kimg=0.004)
+    ckpt_dir = tmp_path / "plain"
+    tiny_trainer(tmp_path, callbacks=[KimgCheckpoint(str(ckpt_dir), every_kimg=100)]).fit(
+        plain, datamodule=tiny_datamodule()
+    )
+    last = ckpt_dir / "last.ckpt"
+    D_ckpt = {k: v.clone() for k, v in plain.D.state_dict().items()}
+
+    # init_from (network file and Lightning checkpoint): D_ema = D, fresh heads, each logged.
+    net_file = tmp_path / "plain_nets.pt"
+    save_networks(net_file, {"G": plain.G, "D": plain.D, "G_ema": plain.G_ema})
+    for source in (net_file, last):
+        module = tiny_insgen()
+        heads = flat(module.DHead), flat(module.GHead)
+        with caplog.at_level(logging.INFO, logger="lightning_modules.insgen"):
+            caplog.clear()
+            module.load_pretrained(str(source))
+        for k, v in module.D_ema.state_dict().items():
+            assert torch.equal(v, D_ckpt[k]), f"D_ema.{k} not initialised from D"
+        assert torch.equal(heads[0], flat(module.DHead)) and torch.equal(heads[1], flat(module.GHead))
+        text = caplog.text
+        assert "no D_ema: initialised D_ema = D" in text
+        assert "no DHead: fresh head" in text and "no GHead: fresh head" in text
+
+    # Lightning resume (ckpt_path) into InsGen: missing D_ema / heads / head optimiser states filled in.
+    module = tiny_insgen(total_kimg=0.008)
+    with caplog.at_level(logging.INFO, logger="lightning_modules.insgen"):
+        caplog.clear()
+        tiny_trainer(tmp_path / "insgen").fit(module, datamodule=tiny_datamodule(), ckpt_path=str(last))
+    assert "checkpoint has no D_ema" in caplog.text and "checkpoint has no DHead" in caplog.text
+    assert int(module.seen_img) == 8 and int(module.iteration) == 2
+    # D_ema was D of the checkpoint and the first resumed update mixes it with that same D.
+    for k, v in module.D_ema.named_parameters():
+        torch.testing.assert_close(v, D_ckpt[k], atol=1e-6, rtol=0)
+    assert int(module.DHead.queue_ptr) == 4
+
+
+def test_ada_linear_replaces_adaptive_rule_with_a_ramp():
+    module = tiny_insgen(total_kimg=10, insgen={"ada_linear": True, "ada_linear_max": 0.6})
+    assert module.ada is None
+    module.seen_img.fill_(2500)
+    module.after_iteration()
+    assert float(module.augment_pipe.p) == pytest.approx(0.6 * 2.5 / 10)
+    module.seen_img.fill_(20000)
+    module.after_iteration()
+    assert float(module.augment_pipe.p) == pytest.approx(0.6)
+
+
+def test_config_errors_name_the_key_and_queue_rule():
+    with pytest.raises(ValueError, match="model.insgen: unknown keys"):
+        parse_insgen_config({"temperature": 0.2})
+    with pytest.raises(ValueError, match="fill_fake_from"):
+        parse_insgen_config({"fill_fake_from": "keys"})
+    with pytest.raises(ValueError, match="model.insgen.queue: unknown keys"):
+        parse_insgen_config({"queue": {"size": 4}})
+    G, D = tiny_networks()
+    with pytest.raises(ValueError, match="augment_pipe"):
+        InsGenModule(G, D, augment_pipe=None)
+
+    class Flipped(list):
+        xflip = True
+
+    assert default_queue_size(Flipped(range(4000)), 0.05) == 200  # FFHQ-2K + mirror (spec §2)
+    assert default_queue_size(Flipped(range(2 * 5153)), 0.05) == 514  # AFHQ-Cat + mirror
+    assert default_queue_size(list(range(70000)), 0.05) == 3500
+
+
+def test_experiment_configs_compose_with_root_config():
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    names = sorted(p.stem for p in (CONF / "experiment").glob("insgen_*.yaml"))
+    assert {"insgen_demo", "insgen_ffhq256_2k", "insgen_ffhq256_10k", "insgen_ffhq256_140k"} <= set(names)
+    assert {"insgen_afhq_cat512", "insgen_afhq_dog512", "insgen_afhq_wild512"} <= set(names)
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        for name in names:
+            cfg = compose("train", overrides=[f"experiment={name}"])
+            assert cfg.model._target_ == "lightning_modules.insgen.InsGenModule", name
+            assert cfg.model.insgen.tau == 0.2 and cfg.model.insgen.lambda_g == 0.1, name
+            if name != "insgen_demo":
+                refs = {p.reference for p in cfg.metrics.protocols}
+                assert refs == {"full"}, f"{name}: FID reference must be the full dataset"
+        cfg = compose(
+            "train", overrides=["experiment=insgen_demo", "hparams_search=insgen_ablation"], return_hydra_config=True
+        )
+        params = OmegaConf.to_container(cfg.hydra.sweeper.params)
+        for key in ("queue.fraction", "delta_sigma", "lambda_real", "lambda_fake", "lambda_g"):
+            assert any(key in p for p in params), f"ablation sweeps no {key}"
+        assert cfg.logger.wandb.group == "insgen_demo_ablation"

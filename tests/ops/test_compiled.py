@@ -1,0 +1,265 @@
+"""Compiled suite_ops kernels vs the reference path on the CPU (specs/ops.md §11.4).
+
+Values, gradients and second gradients over a grid of shapes/factors/paddings/filters/activations, opcheck,
+gradcheck/gradgradcheck in float64, torch.compile(fullgraph=True), and the golden fixture.
+"""
+
+import itertools
+
+import pytest
+import torch
+
+from ops import _backend
+from ops.bias_act import (
+    _bias_act_compiled,
+    _bias_act_ref,
+    _resolve,
+    activation_funcs,
+    bias_act,
+    set_linear_clamp_grad,
+)
+from ops.grid_sample import _grid_sample_ref, grid_sample
+from ops.upfirdn2d import _upfirdn2d_compiled, _upfirdn2d_ref, setup_filter, upfirdn2d
+
+pytestmark = pytest.mark.skipif(
+    not _backend.extension_available(),
+    reason=f"ops._C not built ({_backend.extension_error()}); run `pip install --no-build-isolation -e .`",
+)
+
+
+def _grads(fn, x, create_graph=True):
+    """First gradient wrt x of sum(fn(x) * w), and the second (gradient of sum(g1^2) wrt x)."""
+    torch.manual_seed(1)
+    y = fn(x)
+    w = torch.randn_like(y)
+    (g1,) = torch.autograd.grad((y * w).sum(), x, create_graph=create_graph)
+    if not g1.requires_grad:
+        return y, g1, torch.zeros_like(x)
+    (g2,) = torch.autograd.grad((g1 * g1).sum(), x, allow_unused=True)
+    return y, g1, (torch.zeros_like(x) if g2 is None else g2)
+
+
+FILTERS = {
+    "none": None,
+    "4x4": setup_filter([1, 3, 3, 1]),
+    "sep6": setup_filter([1, 2, 3, 3, 2, 1], separable=True),
+    "3x2": torch.tensor([[1.0, -2.0], [0.5, 3.0], [2.0, 1.0]]),
+}
+CASES = [
+    (dict(up=2, down=1, padding=[2, 1]), "4x4"),
+    (dict(up=1, down=2, padding=[1, 1]), "4x4"),
+    (dict(up=1, down=1, padding=[1, 2, 2, 1], flip_filter=True), "4x4"),
+    (dict(up=[2, 3], down=[1, 2], padding=[0, 3, -1, 2], gain=2.0), "3x2"),
+    (dict(up=3, down=2, padding=[-2, 4, 3, -1]), "sep6"),
+    (dict(up=1, down=[2, 1], padding=0), "none"),
+    (dict(up=2, down=2, padding=[1, 1, 2, 0], flip_filter=True, gain=0.5), "sep6"),
+]
+
+
+@pytest.mark.parametrize("case", range(len(CASES)))
+@pytest.mark.parametrize("shape", [(2, 3, 9, 11), (1, 2, 5, 4)])
+def test_upfirdn2d_compiled_matches_reference(case, shape):
+    kw, fname = CASES[case]
+    f = FILTERS[fname]
+    kw = dict(dict(up=1, down=1, padding=0, flip_filter=False, gain=1.0), **kw)
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    fd = None if f is None else f
+    ref = _grads(lambda t: _upfirdn2d_ref(t, fd, **kw), x)
+    out = _grads(lambda t: _upfirdn2d_compiled(t, fd, **kw), x)
+    for a, b in zip(out, ref):  # float32 filter x gain rounding differs by ~1e-7 relative
+        torch.testing.assert_close(a, b, atol=1e-7, rtol=1e-6)
+    # float32 forward too.
+    x32 = x.detach().float()
+    torch.testing.assert_close(
+        _upfirdn2d_compiled(x32, f, **kw), _upfirdn2d_ref(x32, f, **kw), atol=1e-5, rtol=1e-5
+    )
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_upfirdn2d_low_precision(dtype):
+    x = torch.randn(1, 2, 8, 8)
+    f = setup_filter([1, 3, 3, 1])
+    y = _upfirdn2d_compiled(x.to(dtype), f, 2, 1, [2, 1], False, 4.0)
+    assert y.dtype == dtype
+    torch.testing.assert_close(
+        y.float(), _upfirdn2d_ref(x, f, 2, 1, [2, 1], False, 4.0), atol=3e-2, rtol=3e-2
+    )
+
+
+@pytest.mark.parametrize("act", sorted(activation_funcs))
+@pytest.mark.parametrize("clamp", [None, 0.7])
+def test_bias_act_compiled_matches_reference(act, clamp, use_backend):
+    use_backend("auto")
+    torch.manual_seed(0)
+    x = (torch.randn(2, 3, 4, 5, dtype=torch.float64) * 2).requires_grad_()
+    b = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    for mode in ("passthrough", "mask") if act == "linear" else ("passthrough",):
+        set_linear_clamp_grad(mode)
+        spec, alpha, gain, c = _resolve(act, None, None, clamp)
+        ref = _grads(lambda t: _bias_act_ref(t, b, 1, act, None, None, clamp), x)
+        out = _grads(lambda t, s=spec, a=alpha, g=gain, c=c: _bias_act_compiled(t, b, 1, s, a, g, c), x)
+        for a, r in zip(out, ref):
+            torch.testing.assert_close(a, r, atol=1e-8, rtol=1e-7)
+        # gradient wrt the bias, and its second derivative
+        gb_ref = torch.autograd.grad(_bias_act_ref(x, b, 1, act, None, None, clamp).pow(2).sum(), b)[0]
+        gb = torch.autograd.grad(_bias_act_compiled(x, b, 1, spec, alpha, gain, c).pow(2).sum(), b)[0]
+        torch.testing.assert_close(gb, gb_ref, atol=1e-8, rtol=1e-7)
+
+
+def test_bias_act_dims_and_dtypes(use_backend):
+    use_backend("compiled")
+    x = torch.randn(3, 4, 5)
+    for dim in range(3):
+        b = torch.randn(x.shape[dim])
+        torch.testing.assert_close(
+            bias_act(x, b, dim=dim, act="lrelu", alpha=0.3, gain=1.5, clamp=0.8),
+            _bias_act_ref(x, b, dim, "lrelu", 0.3, 1.5, 0.8),
+        )
+    for dtype in (torch.float16, torch.bfloat16):
+        y = bias_act(x.to(dtype), torch.ones(4, dtype=dtype), act="tanh")
+        assert y.dtype == dtype
+        torch.testing.assert_close(y.float(), torch.tanh(x + 1), atol=2e-2, rtol=2e-2)
+
+
+def test_bias_act_third_order_raises(use_backend):
+    use_backend("compiled")
+    x = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    y = bias_act(x, act="tanh")
+    (g1,) = torch.autograd.grad(y.sum(), x, create_graph=True)
+    (g2,) = torch.autograd.grad(g1.sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="first and second derivatives only"):
+        torch.autograd.grad(g2.sum(), x)
+
+
+def test_grid_sample_compiled_matches_reference(use_backend):
+    use_backend("compiled")
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 6, 7, dtype=torch.float64, requires_grad=True)
+    grid = torch.rand(2, 4, 5, 2, dtype=torch.float64) * 2.4 - 1.2
+    ref = _grads(lambda t: _grid_sample_ref(t, grid), x)
+    out = _grads(lambda t: grid_sample(t, grid), x)
+    for a, b in zip(out, ref):
+        torch.testing.assert_close(a, b, atol=1e-9, rtol=1e-9)
+    # First-order gradient wrt the grid as well.
+    g = grid.clone().requires_grad_()
+    w = torch.randn(2, 3, 4, 5, dtype=torch.float64)
+    gr = torch.autograd.grad((_grid_sample_ref(x, g) * w).sum(), (x, g))
+    gc = torch.autograd.grad((grid_sample(x, g) * w).sum(), (x, g))
+    for a, b in zip(gc, gr):
+        torch.testing.assert_close(a, b, atol=1e-9, rtol=1e-9)
+    # Second order through the grid is refused, not silently wrong.
+    (gx,) = torch.autograd.grad(grid_sample(x, g).sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="input only"):
+        torch.autograd.grad(gx.sum(), g)
+
+
+def test_gradcheck_gradgradcheck_float64(use_backend):
+    """§11.4: gradcheck/gradgradcheck of every compiled op through the public API, small shapes."""
+    use_backend("compiled")
+    torch.manual_seed(0)
+    x = torch.randn(1, 2, 5, 4, dtype=torch.float64, requires_grad=True)
+    f = setup_filter([1, 3, 3, 1])
+    for kw in [dict(up=2, padding=[2, 1, 1, 2]), dict(down=2, padding=[1, 1, -1, 2], flip_filter=True)]:
+        assert torch.autograd.gradcheck(lambda t, kw=kw: upfirdn2d(t, f, **kw), (x,))
+        assert torch.autograd.gradgradcheck(lambda t, kw=kw: upfirdn2d(t, f, **kw), (x,))
+    b = torch.randn(2, dtype=torch.float64, requires_grad=True)
+    for act in ("lrelu", "swish", "softplus"):
+        assert torch.autograd.gradcheck(lambda t, c, a=act: bias_act(t, c, act=a), (x, b))
+        assert torch.autograd.gradgradcheck(lambda t, c, a=act: bias_act(t, c, act=a), (x, b))
+    grid = torch.rand(1, 3, 3, 2, dtype=torch.float64) * 2 - 1
+    assert torch.autograd.gradcheck(lambda t: grid_sample(t, grid), (x,))
+    assert torch.autograd.gradgradcheck(lambda t: grid_sample(t, grid), (x,))
+    g = grid.clone().requires_grad_()
+    assert torch.autograd.gradcheck(grid_sample, (x, g))
+
+
+def test_opcheck():
+    """torch.library.opcheck: schema, fake kernel, autograd registration, aot dispatch."""
+    ops_ = torch.ops.suite_ops
+    x = torch.randn(1, 2, 6, 5, requires_grad=True)
+    f = setup_filter([1, 3, 3, 1])
+    torch.library.opcheck(ops_.upfirdn2d.default, (x, f, 2, 1, 1, 2, 2, 1, 1, 1, False, 4.0))
+    b = torch.randn(2, requires_grad=True)
+    torch.library.opcheck(ops_.bias_act.default, (x, b, None, None, None, 0, 1, 3, 0.2, 1.41, -1.0, True))
+    y = torch.randn(1, 2, 6, 5)
+    torch.library.opcheck(ops_.bias_act.default, (x, b, y, y.tanh(), None, 1, 1, 4, 0.0, 1.0, -1.0, True))
+    grid = torch.rand(1, 3, 4, 2) * 2 - 1
+    torch.library.opcheck(ops_.grid_sample_2d.default, (x, grid))
+    go = torch.randn(1, 2, 3, 4)
+    torch.library.opcheck(ops_.grid_sample_2d_backward.default, (go, x.detach(), grid, True, False))
+
+
+def test_torch_compile_fullgraph(use_backend):
+    """Fake kernels let torch.compile trace all three ops in one graph (one small case, CPU)."""
+    use_backend("compiled")
+    f = setup_filter([1, 3, 3, 1])
+    grid = torch.rand(1, 8, 8, 2) * 2 - 1
+
+    def fn(x, b):
+        y = upfirdn2d(x, f, up=2, padding=[2, 1])
+        y = bias_act(y, b, act="lrelu", clamp=256.0)
+        return grid_sample(y, grid)
+
+    x, b = torch.randn(1, 2, 4, 4), torch.randn(2)
+    compiled = torch.compile(fn, fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(x, b), fn(x, b))
+
+
+def test_fixture_parity_compiled(fixture_records, use_backend):
+    use_backend("compiled")
+    set_linear_clamp_grad("mask")  # the fixture comes from NVIDIA's reference path
+    for rec in fixture_records:
+        x = rec["x"].clone().requires_grad_()
+        if rec["op"] == "upfirdn2d":
+            y = upfirdn2d(x, rec["f"], **rec["params"])
+            (y * rec["grad_out"]).sum().backward()
+        else:
+            b = rec["b"].clone().requires_grad_()
+            y = bias_act(x, b, **rec["params"])
+            (y * rec["grad_out"]).sum().backward()
+            torch.testing.assert_close(b.grad, rec["grad_b"], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(y, rec["y"], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(x.grad, rec["grad_x"], atol=1e-5, rtol=1e-5)
+
+
+def test_backend_changes_speed_not_results(use_backend):
+    """A StyleGAN-like chain under ref and compiled: same values and R1-style 2nd gradients."""
+    torch.manual_seed(0)
+    x0 = torch.randn(2, 3, 8, 8)
+    f = setup_filter([1, 3, 3, 1])
+    grid = torch.rand(2, 8, 8, 2) * 2 - 1
+    b = torch.randn(3)
+    results = {}
+    for name in ("ref", "compiled"):
+        use_backend(name)
+        x = x0.clone().requires_grad_()
+        y = grid_sample(x, grid)
+        y = bias_act(upfirdn2d(y, f, down=2, padding=1), b, act="lrelu")
+        (g,) = torch.autograd.grad(y.square().sum(), x, create_graph=True)
+        (gg,) = torch.autograd.grad(g.square().sum(), x)
+        results[name] = (y, g, gg)
+    for a, r in zip(results["compiled"], results["ref"]):
+        torch.testing.assert_close(a, r, atol=1e-4, rtol=1e-4)
+
+
+def test_auto_backend_picks_compiled_on_cpu(use_backend):
+    use_backend("auto")
+    x = torch.zeros(1)
+    assert all(
+        _backend.use_compiled(op, x) == (op in _backend.AUTO_CPU_OPS) for op in ("upfirdn2d", "bias_act")
+    )
+
+
+def test_grid_all_parameters_quick():
+    """A wider sweep of up/down/padding/flip on a tiny image (values and first gradients, float64)."""
+    f = torch.tensor([[1.0, 2.0, -1.0], [0.5, 1.0, 3.0]])
+    x = torch.randn(1, 1, 5, 6, dtype=torch.float64, requires_grad=True)
+    for up, down, pad, flip in itertools.product([1, 2, 3], [1, 2], [-1, 0, 2], [False, True]):
+        kw = dict(up=up, down=down, padding=[pad, 1, 1, pad], flip_filter=flip, gain=1.5)
+        yr = _upfirdn2d_ref(x, f, **kw)
+        yc = _upfirdn2d_compiled(x, f, **kw)
+        torch.testing.assert_close(yc, yr, atol=1e-10, rtol=1e-10)
+        w = torch.randn_like(yr)
+        gr = torch.autograd.grad((yr * w).sum(), x)[0]
+        gc = torch.autograd.grad((yc * w).sum(), x)[0]
+        torch.testing.assert_close(gc, gr, atol=1e-10, rtol=1e-10)
