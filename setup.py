@@ -42,7 +42,7 @@ def _build_cuda() -> bool:
 
 
 # -fno-trapping-math lets gcc if-convert and vectorise the activation selects (results unchanged).
-cxx_flags = ["-O3", "-fno-trapping-math", "-fopenmp", "-std=c++17"]
+cxx_flags = ["-O3", "-fno-trapping-math", "-fopenmp"]  # torch adds -std=c++20
 if _build_cuda():
     os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_CUDA_ARCH_LIST)
     print(
@@ -52,7 +52,7 @@ if _build_cuda():
         "ops._C",
         cpp_sources + cu_sources,
         define_macros=[("SUITE_OPS_WITH_CUDA", None)],
-        extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-std=c++17"]},
+        extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3"]},
         extra_link_args=["-fopenmp"],
     )
 else:

@@ -1,8 +1,9 @@
 """Video decoding/encoding with PyAV and clip-index sampling (spec cmpl.md §2, §5, §9).
 
-Only the sampled frames are converted; they are resized (libswscale, one ``VideoReformatter`` per video) so that they *cover*
-``(height, width)`` with the aspect ratio kept, then centre-cropped to exactly that size: every clip of a dataset has
-the same shape and can be batched; random crops happen later on the batch (``video_augment``).
+Only the sampled frames are converted; they are resized (libswscale, one ``VideoReformatter`` per video) so
+that they *cover* ``(height, width)`` with the aspect ratio kept, then centre-cropped to exactly that size:
+every clip of a dataset has the same shape and can be batched; random crops happen later
+on the batch (``video_augment``).
 """
 
 from __future__ import annotations
@@ -94,22 +95,16 @@ def read_clips(
     return np.stack([np.stack([converted[int(i)] for i in clip]) for clip in idx])
 
 
-def write_video(
-    path: str, frames: np.ndarray, fps: int = 25, codec: str = "mpeg4", bit_rate: int = 4_000_000
-):
+def write_video(path: str, frames: np.ndarray, fps: int = 25, codec: str = "mpeg4", bit_rate: int = 4_000_000):
     """Write uint8 frames (T, H, W, 3) to ``path`` (container from the extension: .avi, .mp4).
 
     Written to a temporary name and renamed, so an interrupted run never leaves a truncated video behind.
     """
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise ValueError(
-            f"write_video({path}): expected uint8 (T, H, W, 3), got {frames.dtype} {frames.shape}"
-        )
+        raise ValueError(f"write_video({path}): expected uint8 (T, H, W, 3), got {frames.dtype} {frames.shape}")
     if frames.shape[1] % 2 or frames.shape[2] % 2:
-        raise ValueError(
-            f"write_video({path}): height and width must be even for yuv420p, got {frames.shape[1:3]}"
-        )
+        raise ValueError(f"write_video({path}): height and width must be even for yuv420p, got {frames.shape[1:3]}")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     root, ext = os.path.splitext(path)
     tmp = f"{root}.tmp{os.getpid()}{ext}"

@@ -142,7 +142,9 @@ def main(argv: list[str] | None = None) -> None:
                     "rss": max(r["peak_rss_mb"] for r in runs),
                 }
                 r = rows[(res, backend, alloc)]
-                print(f"res {res:4d}  ops {backend:8s}  malloc {alloc:6s}  {r['sec']:.3f} s/step  peak {r['rss']:.0f} MB")
+                print(
+                    f"res {res:4d}  ops {backend:8s}  malloc {alloc:6s}  {r['sec']:.3f} s/step  peak {r['rss']:.0f} MB"
+                )
     print("\nratios (higher = faster):")
     for res in args.res:
         orig = min(ORIGINAL.get(res, {}).values(), default=None)

@@ -65,7 +65,10 @@ def main() -> None:
             rows.append((method, seed, r))
             print(f"[study] {method} seed {seed}: " + ", ".join(f"{k}={v:.3f}" for k, v in sorted(r.items())),
                   flush=True)  # fmt: skip
-    print("\n| method | seed | steps | top-1 (primary) | top-5 | aux top-1 | mask rate | pseudo-label acc | wall s | CPU s |")
+    print(
+        "\n| method | seed | steps | top-1 (primary) | top-5 | aux top-1 | mask rate | pseudo-label acc | wall s "
+        "| CPU s |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for method, seed, r in rows:
         mask = r.get("train/A_to_F/mask_rate", r.get("train/self/mask_rate", float("nan")))

@@ -66,11 +66,13 @@ def check_launch(cfg: DictConfig) -> None:
     mode = HydraConfig.get().mode.name if HydraConfig.initialized() else "RUN"
     is_subprocess_ddp = isinstance(strategy, str) and strategy.startswith("ddp") and "spawn" not in strategy
     if isinstance(strategy, DictConfig):
-        is_subprocess_ddp = strategy.get("start_method", "popen") == "popen" and cfg.trainer.get("devices") != 1
+        is_subprocess_ddp = (
+            strategy.get("start_method", "popen") == "popen" and cfg.trainer.get("devices") != 1
+        )
     if mode == "MULTIRUN" and is_subprocess_ddp and "SLURM_JOB_ID" not in os.environ:
         raise ValueError(
             "multirun with trainer.strategy DDP (subprocess launcher) is not supported: use trainer=ddp_sim "
-            "(spawn) for local sweeps, or the submitit launcher (hydra/launcher=submitit_slurm) on a cluster"
+            "(spawn) for local sweeps, or the submitit launcher (hydra/launcher=slurm) on a cluster"
         )
 
 
@@ -99,7 +101,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
             lcfg = OmegaConf.merge(lcfg, {"id": lcfg.get("id") or persistent_wandb_id(output_dir)})
         loggers.append(hydra.utils.instantiate(lcfg))
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), Path(cfg.paths.ckpt_dir), Path(trainer.default_root_dir))
+    ckpt_path = resolve_ckpt_path(
+        cfg.get("ckpt_path"), Path(cfg.paths.ckpt_dir), Path(trainer.default_root_dir)
+    )
     if ckpt_path:
         log.info("resuming from %s", ckpt_path)
     try:
@@ -109,7 +113,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
             import wandb
 
             wandb.finish()
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
+    metrics = {
+        k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1
+    }
     log.info("finished: %s", {k: round(v, 4) for k, v in metrics.items()})
     return metrics
 

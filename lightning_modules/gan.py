@@ -140,7 +140,9 @@ class AdversarialModule(pl.LightningModule):
         self.register_buffer("pl_mean", torch.zeros([]))
         grid = torch.Generator().manual_seed(seed + 123456789)
         n_grid = sample_grid[0] * sample_grid[1]
-        self.register_buffer("grid_z", torch.randn([n_grid, generator.z_dim], generator=grid), persistent=False)
+        self.register_buffer(
+            "grid_z", torch.randn([n_grid, generator.z_dim], generator=grid), persistent=False
+        )
         self._grid_c: torch.Tensor | None = None
         self._next_sample_kimg = 0.0
 
@@ -149,7 +151,7 @@ class AdversarialModule(pl.LightningModule):
         """Per-rank random streams (pitfalls §4) and an optional pretrained start."""
         rank_seed = self.hparams.seed * self.trainer.world_size + self.trainer.global_rank
         torch.manual_seed(rank_seed)
-        np.random.seed(rank_seed % 2**32)
+        np.random.seed(rank_seed % 2**32)  # noqa: NPY002 (seeds the global stream other code draws from)
         random.seed(rank_seed)
         if self.hparams.init_from and stage == "fit" and int(self.seen_img) == 0:
             self.load_pretrained(self.hparams.init_from)
@@ -362,7 +364,9 @@ class AdversarialModule(pl.LightningModule):
             c = self._grid_c.to(self.device)
         imgs = []
         for zi, ci in zip(z.split(16), c.split(16), strict=True):
-            imgs.append(self.G_ema(zi, ci, truncation_psi=self.hparams.sample_truncation_psi, noise_mode="const"))
+            imgs.append(
+                self.G_ema(zi, ci, truncation_psi=self.hparams.sample_truncation_psi, noise_mode="const")
+            )
         return to_uint8(torch.cat(imgs))
 
     def save_samples(self) -> None:
@@ -389,7 +393,7 @@ class AdversarialModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["networks"] = self.network_specs()
-        name, keys, pos, has_gauss, cached = np.random.get_state()
+        name, keys, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002
         state = {  # plain types and tensors only, so the checkpoint loads with weights_only=True
             "torch": torch.get_rng_state(),
             "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
@@ -411,7 +415,7 @@ class AdversarialModule(pl.LightningModule):
         if states and len(states) == world:
             torch.set_rng_state(states[rank]["torch"])
             name, keys, pos, has_gauss, cached = states[rank]["numpy"]
-            np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+            np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))  # noqa: NPY002
             random.setstate(states[rank]["python"])
         elif states:
             log.warning(
@@ -421,4 +425,6 @@ class AdversarialModule(pl.LightningModule):
             )
         if self.ada is not None and "ada_state" in checkpoint:
             self.ada.load_state_dict(checkpoint["ada_state"])
-        self._next_sample_kimg = int(checkpoint["state_dict"]["seen_img"]) / 1000 + self.hparams.sample_every_kimg
+        self._next_sample_kimg = (
+            int(checkpoint["state_dict"]["seen_img"]) / 1000 + self.hparams.sample_every_kimg
+        )

@@ -51,3 +51,14 @@ def test_auto_preset_follows_the_formulas():
     assert cfg.model.r1_gamma == pytest.approx(0.0064)
     assert cfg.model.discriminator.epilogue_kwargs.mbstd_group_size == 4
     assert cfg.model.generator.synthesis_kwargs.channel_base == 16384
+
+
+def test_slurm_launcher_and_trainer_compose(monkeypatch):
+    monkeypatch.setenv("SLURM_NNODES", "2")
+    monkeypatch.setenv("SLURM_NTASKS_PER_NODE", "4")
+    cfg = compose_experiment("demo", ["hydra/launcher=slurm", "trainer=slurm"])
+    assert cfg.hydra.launcher.tasks_per_node == 8
+    assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")
+    OmegaConf.resolve(cfg)
+    assert cfg.trainer.num_nodes == 2 and cfg.trainer.devices == 4
+    assert cfg.trainer.plugins[0].auto_requeue is True

@@ -28,7 +28,7 @@ def _frames(label: int, seed: int, t: int = T_FRAMES, h: int = 24, w: int = 32) 
     video = np.zeros((t, h, w, 3), np.uint8)
     for i in range(t):
         video[i, :, : w // 2] = 20 * i
-        video[i, :, w // 2 :] = (rng.integers(0, 256, 3) if label else 255)
+        video[i, :, w // 2 :] = rng.integers(0, 256, 3) if label else 255
     return video
 
 

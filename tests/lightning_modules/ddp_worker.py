@@ -20,7 +20,10 @@ class DumpWeights(pl.Callback):
         self.out = out
 
     def on_train_start(self, trainer, pl_module):
-        torch.save({k: v.clone() for k, v in pl_module.state_dict().items()}, f"{self.out}/start{trainer.global_rank}.pt")
+        torch.save(
+            {k: v.clone() for k, v in pl_module.state_dict().items()},
+            f"{self.out}/start{trainer.global_rank}.pt",
+        )
 
     def on_train_end(self, trainer, pl_module):
         state = {k: v.clone() for k, v in pl_module.state_dict().items()}
@@ -33,7 +36,10 @@ def main(out: str) -> None:
     torch.manual_seed(0)
     module = tiny_module(batch_size=8, total_kimg=0.024)  # 3 iterations of a global batch of 8 (4 per rank)
     strategy = DDPStrategy(
-        start_method="spawn", process_group_backend="gloo", find_unused_parameters=True, broadcast_buffers=False
+        start_method="spawn",
+        process_group_backend="gloo",
+        find_unused_parameters=True,
+        broadcast_buffers=False,
     )
     trainer = tiny_trainer(out, callbacks=[DumpWeights(out)], devices=2, strategy=strategy)
     trainer.fit(module, datamodule=tiny_datamodule(batch_size=8))

@@ -79,7 +79,14 @@ class PhaseRecorder(AdversarialModule):
 def test_each_phase_updates_only_its_network(tmp_path):
     G, D = tiny_networks()
     module = PhaseRecorder(
-        G, D, batch_size=4, total_kimg=0.008, g_reg_interval=2, d_reg_interval=2, r1_gamma=1.0, sample_every_kimg=100
+        G,
+        D,
+        batch_size=4,
+        total_kimg=0.008,
+        g_reg_interval=2,
+        d_reg_interval=2,
+        r1_gamma=1.0,
+        sample_every_kimg=100,
     )
     tiny_trainer(tmp_path).fit(module, datamodule=tiny_datamodule())
     phases = [p for p, _, _ in module.changes]
@@ -118,7 +125,9 @@ def test_training_changes_weights_writes_checkpoint_and_resumes_exactly(tmp_path
     start = _weights(full)
     tiny_trainer(tmp_path / "full").fit(full, datamodule=tiny_datamodule())
     assert int(full.iteration) == 5
-    changed = [k for k in start if k.startswith(("G.", "D.")) and not torch.equal(start[k], full.state_dict()[k])]
+    changed = [
+        k for k in start if k.startswith(("G.", "D.")) and not torch.equal(start[k], full.state_dict()[k])
+    ]
     assert changed, "training did not change any weight"
 
     # Interrupted after 3 iterations (checkpoint at the end), then resumed to 5.
@@ -142,3 +151,10 @@ def test_training_changes_weights_writes_checkpoint_and_resumes_exactly(tmp_path
     for k in ref:
         assert torch.equal(ref[k], got[k]), f"resume diverged at {k}"
     assert math.isclose(float(full.augment_pipe.p), float(resumed.augment_pipe.p))
+
+    # A checkpoint of another architecture is refused with the tensor's name and both shapes.
+    G, D = tiny_networks()
+    other_G = type(G)(**{**G.init_kwargs, "synthesis_kwargs": {"channel_base": 256, "channel_max": 32}})
+    other = AdversarialModule(other_G, D, batch_size=4, total_kimg=0.02)
+    with pytest.raises(RuntimeError, match=r"size mismatch for G\.synthesis.*torch\.Size"):
+        tiny_trainer(tmp_path / "other").fit(other, datamodule=tiny_datamodule(), ckpt_path=str(last))

@@ -41,6 +41,11 @@ def flat(module) -> torch.Tensor:
     return torch.cat([t.detach().flatten().float() for t in module.state_dict().values()]).clone()
 
 
+def flat_params(module) -> torch.Tensor:
+    """Parameters only (G's w_avg buffer is tracked in every phase that runs G)."""
+    return torch.cat([p.detach().flatten() for p in module.parameters()]).clone()
+
+
 class InsGenRecorder(InsGenModule):
     """Snapshots networks, heads and queues around every phase and around the D_ema update."""
 
@@ -62,8 +67,8 @@ class InsGenRecorder(InsGenModule):
 
     def _state(self):
         return {
-            "G": flat(self.G),
-            "D": flat(self.D),
+            "G": flat_params(self.G),
+            "D": flat_params(self.D),
             "DHead.mlp": flat(self.DHead.mlp),
             "GHead.mlp": flat(self.GHead.mlp),
             "DHead.momentum_mlp": [p.detach().clone() for p in self.DHead.momentum_mlp.parameters()],
@@ -89,16 +94,23 @@ def test_phases_update_only_their_parts_and_momentum_updates_follow_formulas(tmp
     assert [r[0] for r in module.records] == ["Gmain", "Greg", "Dmain", "Dreg", "Gmain", "Dmain"]
     m = module.cfg.momentum_head
     for phase, before, after, G_grads, stats in module.records:
-        changed = {k: not torch.equal(before[k], after[k]) for k in ("G", "D", "DHead.mlp", "GHead.mlp", "queues")}
+        changed = {
+            k: not torch.equal(before[k], after[k]) for k in ("G", "D", "DHead.mlp", "GHead.mlp", "queues")
+        }
         if phase == "Gmain":
             assert changed["G"] and not changed["D"]
             # Heads and queues frozen in the G phase; GHead's momentum MLP still moves (faithful quirk, §9).
             assert not changed["DHead.mlp"] and not changed["GHead.mlp"] and not changed["queues"]
             for b, a, q in zip(
-                before["GHead.momentum_mlp"], after["GHead.momentum_mlp"], before["GHead.mlp.params"], strict=True
+                before["GHead.momentum_mlp"],
+                after["GHead.momentum_mlp"],
+                before["GHead.mlp.params"],
+                strict=True,
             ):
                 torch.testing.assert_close(a, m * b + (1 - m) * q)
-            assert all(torch.equal(a, b) for a, b in zip(before["DHead.momentum_mlp"], after["DHead.momentum_mlp"]))
+            assert all(
+                torch.equal(a, b) for a, b in zip(before["DHead.momentum_mlp"], after["DHead.momentum_mlp"])
+            )
             assert torch.isfinite(stats["insgen/g_id"])
         if phase == "Dmain":
             assert changed["D"] and not changed["G"] and not G_grads, "D phase must leave G without gradient"
@@ -254,7 +266,9 @@ def test_experiment_configs_compose_with_root_config():
                 refs = {p.reference for p in cfg.metrics.protocols}
                 assert refs == {"full"}, f"{name}: FID reference must be the full dataset"
         cfg = compose(
-            "train", overrides=["experiment=insgen_demo", "hparams_search=insgen_ablation"], return_hydra_config=True
+            "train",
+            overrides=["experiment=insgen_demo", "hparams_search=insgen_ablation"],
+            return_hydra_config=True,
         )
         params = OmegaConf.to_container(cfg.hydra.sweeper.params)
         for key in ("queue.fraction", "delta_sigma", "lambda_real", "lambda_fake", "lambda_g"):

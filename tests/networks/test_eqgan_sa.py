@@ -136,3 +136,32 @@ def test_heatmaps_drive_the_image_and_checkpoint_round_trip(tmp_path):
     torch.testing.assert_close(back(z, None, noise_mode="const", spatial=params), a)
     with pytest.raises(ValueError, match="encoder_resolution"):
         tiny_eqgan(encoder_resolution=32)
+
+
+def test_move_centres_script_renders_grid_from_checkpoint(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from experiments.eqgan_move_centres import main, move_centres
+
+    torch.manual_seed(0)
+    g = tiny_eqgan().eval()
+    save_networks(tmp_path / "net.pt", {"G": g, "D": None, "G_ema": g})
+    out = main(
+        ["--network", str(tmp_path / "net.pt"), "--seeds", "0,1", "--steps", "3", "--out", str(tmp_path / "m.png")]
+    )
+    arr = np.asarray(Image.open(out)).astype(np.int16)
+    assert arr.shape == (2 * 16, 3 * 16, 3)
+    # column 0 = the unmoved heatmaps: equals a direct G call with the same z and heatmaps
+    z = torch.randn([16], generator=torch.Generator().manual_seed(1))[None]
+    params = g.sample_heatmaps(2, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = g(z, None, noise_mode="const", spatial=params.narrow(1, 1))
+    ref = ((ref[0] * 127.5 + 127.5).round().clamp(0, 255)).permute(1, 2, 0).to(torch.int16).numpy()
+    assert np.abs(arr[16:, :16] - ref).max() <= 1
+    assert np.abs(arr[:, 32:] - arr[:, :16]).mean() > 0.5  # the move changes the image
+    moved = move_centres(params, "b16", 1, (0.1, -0.2))
+    torch.testing.assert_close(moved.centres["b16"][:, 1], params.centres["b16"][:, 1] + torch.tensor([0.1, -0.2]))
+    torch.testing.assert_close(moved.centres["b8"], params.centres["b8"])
+    with pytest.raises(ValueError, match="index"):
+        move_centres(params, "b16", 2, (0.1, 0.0))

@@ -1,0 +1,86 @@
+"""Seconds per training step of EqGAN-SA vs the plain StyleGAN2 generator, measured in one process.
+
+Settings of the StyleGAN2 benchmark (experiments/bench_train.py): 32x32, batch 8, channel_base 16384,
+channel_max 256, 8 mapping layers, 2 threads, the same module settings (ADA pipe, lazy R1 / path length) for
+every variant; the step time is amortised over lazy regularisation (16 iterations = 1 Dreg + 4 Greg).
+Variants: ``plain`` (AdversarialModule + StyleGAN2 G), ``sel`` (EqGAN-SA G, no alignment), ``sel+align``
+(EqGAN-SA), ``sel+align+di`` (with the training-time DI measurement). Variants are interleaved per repeat; the
+median over repeats is printed with its ratio to ``plain``.
+
+    python experiments/bench_eqgan_sa.py --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+VARIANTS = ("plain", "sel", "sel+align", "sel+align+di")
+
+
+def build(variant: str, res: int):
+    import torch
+
+    from experiments.bench_train import bench_networks
+    from lightning_modules.eqgan_sa import EqGANModule
+    from lightning_modules.gan import AdversarialModule
+    from networks.augment import AugmentPipe
+    from networks.eqgan_sa import EqGANGenerator
+
+    torch.manual_seed(0)
+    G, D = bench_networks(res)
+    kwargs = dict(batch_size=8, r1_gamma=0.0002 * res * res / 8, sample_every_kimg=1e9, ema_rampup=0.05)
+    kwargs.update(augment_pipe=AugmentPipe.from_preset("bgc"), augment_p=0.2, ada={"kimg": 100})
+    if variant == "plain":
+        return AdversarialModule(G, D, **kwargs)
+    G = EqGANGenerator(**G.init_kwargs, use_sel=True)
+    return EqGANModule(
+        G,
+        D,
+        eqgan={"align_loss": "align" in variant},
+        di={"enabled": variant.endswith("+di"), "every_kimg": 1e9},
+        cam_grid=0,
+        **kwargs,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--res", type=int, default=32)
+    ap.add_argument("--iters", type=int, default=16, help="timed steps (16 = one full lazy-reg cycle)")
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    args = ap.parse_args(argv)
+
+    import logging
+
+    import torch
+
+    from datamodules.embedded import EmbeddedImageDataModule
+    from experiments.bench_train import time_training_steps
+
+    logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
+    torch.set_num_threads(2)
+    times: dict[str, list[float]] = {v: [] for v in args.variants}
+    for rep in range(args.repeats):
+        for variant in args.variants:
+            module = build(variant, args.res)
+            dm = EmbeddedImageDataModule(name="faces", resolution=args.res, batch_size=8, num_workers=0, xflip=True)
+            steps = time_training_steps(module, dm, warmup=args.warmup, iters=args.iters)
+            times[variant].append(sum(steps) / len(steps))
+            print(f"repeat {rep}  {variant:14s} {times[variant][-1]:.3f} s/step", flush=True)
+    print(f"\nres {args.res}, batch 8, 2 threads, amortised over {args.iters} steps, median of {args.repeats}:")
+    base = statistics.median(times["plain"]) if "plain" in times else None
+    for variant, ts in times.items():
+        med = statistics.median(ts)
+        ratio = f"  {med / base:.2f}x plain" if base else ""
+        print(f"  {variant:14s} {med:.3f} s/step{ratio}")
+
+
+if __name__ == "__main__":
+    main()
