@@ -281,9 +281,7 @@ class GramAccumulator:
         """Normalise the current sample's sums and store them."""
         for name, (a, b, nf, nb) in self._sums.items():
             if nf == 0 or nb == 0:
-                raise ValueError(
-                    f"region {name!r}: no Jacobian rows {'inside' if nf == 0 else 'outside'} the mask"
-                )
+                raise ValueError(f"region {name!r}: no Jacobian rows {'inside' if nf == 0 else 'outside'} the mask")
             self.per_sample[name].append((a / nf, b / nb))
         self._reset()
 

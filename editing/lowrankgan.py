@@ -119,9 +119,7 @@ def lowrank_directions(
     dim = L_f.shape[1]
     r_f, r_b = numerical_rank(L_f), numerical_rank(L_b)
     if r_f == 0:
-        raise ValueError(
-            "LowRankGAN: the low-rank part of A is zero (region too small or lambda_inv too low)"
-        )
+        raise ValueError("LowRankGAN: the low-rank part of A is zero (region too small or lambda_inv too low)")
     _, _, Vh_f = torch.linalg.svd(L_f)
     _, _, Vh_b = torch.linalg.svd(L_b)
     V_f = Vh_f[:r_f]

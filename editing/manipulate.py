@@ -56,9 +56,7 @@ def edit_ws(
         raise ValueError(f"direction has {n.numel()} entries, expected w_dim={w_dim}")
     bad = [ell for ell in layers if not 0 <= int(ell) < num_ws]
     if bad:
-        raise ValueError(
-            f"edit.layers {bad} out of range: the generator has num_ws={num_ws} (valid 0..{num_ws - 1})"
-        )
+        raise ValueError(f"edit.layers {bad} out of range: the generator has num_ws={num_ws} (valid 0..{num_ws - 1})")
     layer_mask = torch.zeros(num_ws, 1, dtype=ws.dtype, device=ws.device)
     layer_mask[list(int(ell) for ell in layers)] = 1.0
     a = torch.as_tensor(list(alphas), dtype=ws.dtype, device=ws.device)
@@ -144,8 +142,7 @@ def save_html(
     ]
     if info:
         parts.append(
-            "<ul>"
-            + "".join(f"<li>{html.escape(str(k))}: {html.escape(str(v))}</li>" for k, v in info.items())
+            "<ul>" + "".join(f"<li>{html.escape(str(k))}: {html.escape(str(v))}</li>" for k, v in info.items())
         )
         parts.append("</ul>")
     for name, images in edits.items():
@@ -155,8 +152,7 @@ def save_html(
         parts.append("</tr>")
         for i in range(arr.shape[0]):
             cells = "".join(
-                f"<td><img src='data:image/png;base64,{_png_b64(arr[i, k])}'></td>"
-                for k in range(arr.shape[1])
+                f"<td><img src='data:image/png;base64,{_png_b64(arr[i, k])}'></td>" for k in range(arr.shape[1])
             )
             parts.append(f"<tr><td>{i}</td>{cells}</tr>")
         parts.append("</table>")

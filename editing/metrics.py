@@ -29,9 +29,7 @@ def masked_mse(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample ``(MSE_in, MSE_out)`` of ``[N, C, H, W]`` images in [-1, 1] on the ``[S, S]`` mask grid."""
     if original.shape != edited.shape:
-        raise ValueError(
-            f"masked_mse: original {tuple(original.shape)} and edited {tuple(edited.shape)} differ"
-        )
+        raise ValueError(f"masked_mse: original {tuple(original.shape)} and edited {tuple(edited.shape)} differ")
     size = mask.shape[-1]
     diff = (_prepare(edited, size, mode) - _prepare(original, size, mode)).square().mean(dim=1)  # [N, S, S]
     m = mask.to(diff.device).bool()
@@ -76,9 +74,7 @@ class StageTimer:
         finally:
             self.seconds[stage] += time.perf_counter() - start
 
-    def per_direction(
-        self, num_directions: int, stages: tuple[str, ...] = ("jacobian", "factorise")
-    ) -> float:
+    def per_direction(self, num_directions: int, stages: tuple[str, ...] = ("jacobian", "factorise")) -> float:
         if num_directions <= 0:
             raise ValueError(f"per_direction: expected a positive number of directions, got {num_directions}")
         return sum(self.seconds.get(s, 0.0) for s in stages) / num_directions

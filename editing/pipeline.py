@@ -61,11 +61,7 @@ def compute_directions(
         truncation_psi=jac.get("truncation_psi", 1.0),
     )
     num = int(jac.get("num_samples", 5))
-    z = (
-        torch.from_numpy(np.random.RandomState(int(jac.get("seed", 4))).randn(num, int(G.z_dim)))
-        .float()
-        .to(device)
-    )
+    z = torch.from_numpy(np.random.RandomState(int(jac.get("seed", 4))).randn(num, int(G.z_dim))).float().to(device)
     with torch.no_grad():
         latents = engine.latent_from_z(z)
     with timer("jacobian"):
@@ -149,9 +145,7 @@ def load_directions(path: str | Path, start: int = 0, end: int | None = 1) -> np
         raise ValueError(f"direction file {path}: expected shape [D] or [K, D], got {arr.shape}")
     rows = arr[start:end]
     if rows.shape[0] == 0:
-        raise ValueError(
-            f"direction file {path}: rows {start}:{end} are empty (file has {arr.shape[0]} rows)"
-        )
+        raise ValueError(f"direction file {path}: rows {start}:{end} are empty (file has {arr.shape[0]} rows)")
     return rows.astype(np.float32)
 
 

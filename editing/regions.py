@@ -84,9 +84,7 @@ def get_box(name: str, dataset: str = "ffhq") -> tuple[int, int, int, int]:
         raise KeyError(f"region.dataset={dataset!r}: expected one of {sorted(BOXES)}")
     boxes = BOXES[dataset]
     if name not in boxes:
-        raise KeyError(
-            f"region.name={name!r} is not a box of dataset {dataset!r}; expected one of {sorted(boxes)}"
-        )
+        raise KeyError(f"region.name={name!r} is not a box of dataset {dataset!r}; expected one of {sorted(boxes)}")
     return boxes[name]
 
 
@@ -135,9 +133,7 @@ def label_mask(label_map: np.ndarray | torch.Tensor, labels: Iterable[int | str]
     for lab in labels:
         if isinstance(lab, str):
             if lab not in CELEBAMASK_LABELS:
-                raise KeyError(
-                    f"region.labels: unknown label {lab!r}; expected one of {sorted(CELEBAMASK_LABELS)}"
-                )
+                raise KeyError(f"region.labels: unknown label {lab!r}; expected one of {sorted(CELEBAMASK_LABELS)}")
             ids.append(CELEBAMASK_LABELS[lab])
         else:
             ids.append(int(lab))
@@ -145,10 +141,7 @@ def label_mask(label_map: np.ndarray | torch.Tensor, labels: Iterable[int | str]
         raise ValueError("region.labels: expected at least one label")
     mask = torch.isin(lm.long(), torch.tensor(ids))
     if size is not None and tuple(mask.shape) != (size, size):
-        mask = (
-            torch.nn.functional.interpolate(mask[None, None].float(), size=(size, size), mode="nearest")[0, 0]
-            > 0.5
-        )
+        mask = torch.nn.functional.interpolate(mask[None, None].float(), size=(size, size), mode="nearest")[0, 0] > 0.5
     return mask
 
 
@@ -164,9 +157,7 @@ def region_mask(
     """Build a region mask from a named box, a user box, or labels of a label map (``.npy`` path or array)."""
     if labels is not None:
         if label_map is None:
-            raise ValueError(
-                "region.labels given without region.label_map (expected a .npy/.png label map path)"
-            )
+            raise ValueError("region.labels given without region.label_map (expected a .npy/.png label map path)")
         if isinstance(label_map, str):
             label_map = _read_label_map(label_map)
         mask = label_mask(label_map, labels, size)
@@ -177,9 +168,7 @@ def region_mask(
     else:
         raise ValueError("region: expected one of region.name, region.box or region.labels")
     if not mask.any() or mask.all():
-        raise ValueError(
-            f"region {name or box or labels}: mask must cover some but not all of the {size}x{size} grid"
-        )
+        raise ValueError(f"region {name or box or labels}: mask must cover some but not all of the {size}x{size} grid")
     return mask
 
 

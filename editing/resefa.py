@@ -17,9 +17,7 @@ SOLVERS = ("eigh", "eig_inv")
 
 
 def _as_numpy(m: np.ndarray | torch.Tensor, name: str) -> np.ndarray:
-    arr = (
-        m.detach().cpu().double().numpy() if isinstance(m, torch.Tensor) else np.asarray(m, dtype=np.float64)
-    )
+    arr = m.detach().cpu().double().numpy() if isinstance(m, torch.Tensor) else np.asarray(m, dtype=np.float64)
     if arr.ndim != 2 or arr.shape[0] != arr.shape[1]:
         raise ValueError(f"{name}: expected a square matrix, got shape {arr.shape}")
     return arr

@@ -112,9 +112,7 @@ def main() -> None:
     p.add_argument("--chunk", type=int, default=16)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument(
-        "--pipeline", action="store_true", help="also time Jacobian + ReSeFa vs Jacobian + LowRankGAN"
-    )
+    p.add_argument("--pipeline", action="store_true", help="also time Jacobian + ReSeFa vs Jacobian + LowRankGAN")
     p.add_argument("--pcp-iters", type=int, default=10000, help="PCP iteration cap (each is one 512x512 SVD)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)

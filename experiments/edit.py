@@ -50,17 +50,11 @@ def build_masks(cfg: DictConfig, size: int) -> dict[str, torch.Tensor]:
     r = cfg.region
     if r.labels is not None:
         labels = list(r.labels)
-        return {
-            "labels_" + "_".join(map(str, labels)): region_mask(
-                labels=labels, label_map=r.label_map, size=size
-            )
-        }
+        return {"labels_" + "_".join(map(str, labels)): region_mask(labels=labels, label_map=r.label_map, size=size)}
     if r.box is not None:
         return {"box": region_mask(box=list(r.box), size=size, base=r.base)}
     if not r.names:
-        raise ValueError(
-            "region.names is empty: expected at least one box name (or region.box / region.labels)"
-        )
+        raise ValueError("region.names is empty: expected at least one box name (or region.box / region.labels)")
     return {n: region_mask(name=n, dataset=r.dataset, size=size, base=r.base) for n in r.names}
 
 

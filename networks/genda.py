@@ -21,6 +21,7 @@ import copy
 import torch
 from torch import nn
 
+from networks.checkpoint import register_network_class
 from networks.stylegan2 import Discriminator, FullyConnectedLayer, Generator
 
 GRANULARITIES = ("shared", "per_layer")
@@ -45,9 +46,7 @@ class AttributeAdaptor(nn.Module):
 
     def forward(self, ws: torch.Tensor) -> torch.Tensor:
         if ws.ndim != 3 or ws.shape[1] != self.num_ws or ws.shape[2] != self.w_dim:
-            raise ValueError(
-                f"AttributeAdaptor: expected ws [N, {self.num_ws}, {self.w_dim}], got {list(ws.shape)}"
-            )
+            raise ValueError(f"AttributeAdaptor: expected ws [N, {self.num_ws}, {self.w_dim}], got {list(ws.shape)}")
         return ws * self.scale + self.bias
 
     def deviation(self) -> torch.Tensor:
@@ -104,16 +103,12 @@ class AttributeClassifier(nn.Module):
             raise ValueError(f"model.classifier.depth must be >= 1, got {depth}")
         super().__init__()
         hidden = int(hidden_features or in_features)
-        self.init_kwargs = dict(
-            in_features=in_features, feature=feature, depth=depth, hidden_features=hidden_features
-        )
+        self.init_kwargs = dict(in_features=in_features, feature=feature, depth=depth, hidden_features=hidden_features)
         self.in_features, self.feature, self.depth = int(in_features), feature, int(depth)
         widths = [self.in_features] + [hidden] * (depth - 1) + [1]
         self.layers = nn.Sequential(
             *[
-                FullyConnectedLayer(
-                    widths[i], widths[i + 1], activation="lrelu" if i < depth - 1 else "linear"
-                )
+                FullyConnectedLayer(widths[i], widths[i + 1], activation="lrelu" if i < depth - 1 else "linear")
                 for i in range(depth)
             ]
         )
@@ -149,9 +144,7 @@ class AdaptedGenerator(nn.Module):
 
     def __init__(self, generator: nn.Module | dict, adaptor: nn.Module | dict):
         super().__init__()
-        self.generator = (
-            generator if isinstance(generator, nn.Module) else Generator(**copy.deepcopy(generator))
-        )
+        self.generator = generator if isinstance(generator, nn.Module) else Generator(**copy.deepcopy(generator))
         self.adaptor = adaptor if isinstance(adaptor, nn.Module) else AttributeAdaptor(**dict(adaptor))
         if (self.adaptor.w_dim, self.adaptor.num_ws) != (self.generator.w_dim, self.generator.num_ws):
             raise ValueError(
@@ -193,6 +186,8 @@ class AdaptedGenerator(nn.Module):
         **synthesis_kwargs,
     ) -> torch.Tensor:
         ws = self.mapping(z, c, truncation_psi, truncation_cutoff, update_emas=update_emas)
-        return self.generator.synthesis(
-            ws, noise_mode=noise_mode, update_emas=update_emas, **synthesis_kwargs
-        )
+        return self.generator.synthesis(ws, noise_mode=noise_mode, update_emas=update_emas, **synthesis_kwargs)
+
+
+# Lets networks.checkpoint rebuild a GenDA G_ema (``load_networks`` on a GenDA checkpoint or network file).
+register_network_class(f"{AdaptedGenerator.__module__}.{AdaptedGenerator.__qualname__}")

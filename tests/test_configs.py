@@ -62,3 +62,9 @@ def test_slurm_launcher_and_trainer_compose(monkeypatch):
     OmegaConf.resolve(cfg)
     assert cfg.trainer.num_nodes == 2 and cfg.trainer.devices == 4
     assert cfg.trainer.plugins[0].auto_requeue is True
+
+
+def test_debug_fast_shrinks_the_run():
+    cfg = compose_experiment("demo", ["debug=fast"])
+    assert cfg.model.total_kimg == pytest.approx(0.1)
+    assert set(cfg.logger) == {"csv"}

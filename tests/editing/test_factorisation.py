@@ -76,9 +76,7 @@ def test_resefa_top_direction_is_analytic_rayleigh_maximiser():
     expected = np.linalg.solve(B, a.double().numpy())
     expected /= np.linalg.norm(expected)
     assert abs(dirs[0] @ expected) == pytest.approx(1.0, abs=1e-8)
-    assert values[0] == pytest.approx(
-        a.double().numpy() @ np.linalg.solve(B, a.double().numpy()) * A[0, 0] / a[0] ** 2
-    )
+    assert values[0] == pytest.approx(a.double().numpy() @ np.linalg.solve(B, a.double().numpy()) * A[0, 0] / a[0] ** 2)
     assert np.all(np.diff(values) <= 1e-12) and np.allclose(np.linalg.norm(dirs, axis=1), 1.0)
     assert np.all(dirs[np.arange(dim), np.abs(dirs).argmax(1)] > 0)  # sign convention
     rand = np.random.RandomState(0).randn(500, dim)
@@ -114,13 +112,9 @@ def test_pcp_recovers_low_rank_plus_sparse():
     # the induced-norm μ is larger (smaller SVT threshold): same answer, more iterations
     assert iterations["induced"] > iterations["entrywise"]
     fractional = pcp(L0 + S0, lambda_inv=float(np.sqrt(n)), mu_norm="entrywise")
-    assert torch.allclose(fractional.low_rank, res.low_rank, atol=1e-5) and fractional.lam == pytest.approx(
-        n**-0.5
-    )
+    assert torch.allclose(fractional.low_rank, res.low_rank, atol=1e-5) and fractional.lam == pytest.approx(n**-0.5)
     M = torch.tensor([[1.0, -2.0], [3.0, 4.0]], dtype=torch.float64)
-    assert pcp_mu(M, "induced") == pytest.approx(4 / (4 * 6)) and pcp_mu(M, "entrywise") == pytest.approx(
-        4 / 40
-    )
+    assert pcp_mu(M, "induced") == pytest.approx(4 / (4 * 6)) and pcp_mu(M, "entrywise") == pytest.approx(4 / 40)
 
 
 def test_lowrankgan_projected_directions_leave_outside_unchanged():
@@ -136,9 +130,6 @@ def test_lowrankgan_projected_directions_leave_outside_unchanged():
     ws = w[:, None].repeat(1, 4, 1)
     before = G.synthesis(ws)[0, 0]
     after = G.synthesis(ws + 3.0 * proj[0])[0, 0]
-    assert (
-        torch.allclose(after[~mask], before[~mask], atol=1e-4)
-        and (after[mask] - before[mask]).abs().max() > 0.1
-    )
+    assert torch.allclose(after[~mask], before[~mask], atol=1e-4) and (after[mask] - before[mask]).abs().max() > 0.1
     relaxed = lowrank_directions(A, B, lambda_inv=None, num_relax=2)
     assert relaxed.null_start == 6

@@ -38,9 +38,7 @@ def test_forward_mode_matches_reverse_mode(G, space, reduce, size, impl):
 
 def test_streamed_grams_equal_full_jacobian_grams(G):
     engine = JacobianEngine(G, space="w", size=None, reduce="sum")
-    latents = engine.latent_from_z(
-        torch.randn(2, G.z_dim, generator=torch.Generator().manual_seed(1))
-    ).detach()
+    latents = engine.latent_from_z(torch.randn(2, G.z_dim, generator=torch.Generator().manual_seed(1))).detach()
     masks = {"eyes": box_mask((120, 128, 20, 115), size=16), "corner": box_mask((2, 2, 4, 4), 16, 16)}
     fwd = accumulate_grams(engine, latents, masks, mode="forward", chunk=8)
     rev = accumulate_grams(engine, latents, masks, mode="reverse", chunk=32)
