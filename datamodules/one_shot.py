@@ -58,9 +58,7 @@ def augment_batch(img: torch.Tensor, hflip: bool, translate: float) -> torch.Ten
         c, wp = img.shape[1], w + 2 * pad
         dy = torch.randint(0, 2 * pad + 1, [n, 1], device=img.device) + torch.arange(h, device=img.device)
         dx = torch.randint(0, 2 * pad + 1, [n, 1], device=img.device) + torch.arange(w, device=img.device)
-        img = padded.gather(2, dy[:, None, :, None].expand(n, c, h, wp)).gather(
-            3, dx[:, None, None].expand(n, c, h, w)
-        )
+        img = padded.gather(2, dy[:, None, :, None].expand(n, c, h, wp)).gather(3, dx[:, None, None].expand(n, c, h, w))
     return img
 
 
@@ -112,9 +110,7 @@ class OneShotDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         if label_dim != 0:
-            raise ValueError(
-                f"data.label_dim: the one-shot reference has no label, expected 0, got {label_dim}"
-            )
+            raise ValueError(f"data.label_dim: the one-shot reference has no label, expected 0, got {label_dim}")
         if num_channels not in (1, 3):
             raise ValueError(f"data.num_channels must be 1 or 3, got {num_channels}")
         if not 0 <= translate < 0.5:
@@ -175,14 +171,22 @@ class OneShotDataModule(pl.LightningDataModule):
         world = self.trainer.world_size if self.trainer is not None else 1
         self.per_rank_batch = per_rank_batch_size(self.batch_size, world)
         self.reference_image()
-        self.hparams["reference_file"] = self.reference_name  # recorded in the run's logged config (spec §4)
+        self.hparams["reference_file"] = self.reference_name
+        for logger in self.trainer.loggers if self.trainer is not None else []:
+            logger.log_hyperparams({"reference_file": self.reference_name})  # recorded with the run (spec §4)
 
     def train_dataloader(self) -> DataLoader:
         if self.per_rank_batch is None:
             self.setup("fit")
         data = RepeatedImage(self.reference_image(), self.per_rank_batch * self.hparams.batches_per_epoch)
+        # Own generator: creating the iterator must not draw from the global RNG that drives the augmentation,
+        # or a resumed run would draw different augmentations than an uninterrupted one.
         return DataLoader(
-            data, batch_size=self.per_rank_batch, shuffle=False, num_workers=self.hparams.num_workers
+            data,
+            batch_size=self.per_rank_batch,
+            shuffle=False,
+            num_workers=self.hparams.num_workers,
+            generator=torch.Generator().manual_seed(0),
         )
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
@@ -194,13 +198,9 @@ class OneShotDataModule(pl.LightningDataModule):
     def reference_dataset(self, reference: str):
         """Metric reference: ``full`` = every image of ``eval_path`` (the full target set, spec §4)."""
         if reference != "full":
-            raise ValueError(
-                f"one-shot data: metric reference must be 'full' (data.eval_path), got {reference!r}"
-            )
+            raise ValueError(f"one-shot data: metric reference must be 'full' (data.eval_path), got {reference!r}")
         if not self.hparams.eval_path:
-            raise ValueError(
-                "metrics with reference=full need data.eval_path: the full target set (folder/zip)"
-            )
+            raise ValueError("metrics with reference=full need data.eval_path: the full target set (folder/zip)")
         from datamodules.images import ImageFolderDataset
 
         return ImageFolderDataset(

@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--iters", type=int, default=16, help="timed steps (16 = one full lazy-reg cycle)")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (2 = the StyleGAN2 benchmark)")
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     args = ap.parse_args(argv)
 
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     from experiments.bench_train import time_training_steps
 
     logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     times: dict[str, list[float]] = {v: [] for v in args.variants}
     for rep in range(args.repeats):
         for variant in args.variants:
@@ -74,7 +75,10 @@ def main(argv: list[str] | None = None) -> None:
             steps = time_training_steps(module, dm, warmup=args.warmup, iters=args.iters)
             times[variant].append(sum(steps) / len(steps))
             print(f"repeat {rep}  {variant:14s} {times[variant][-1]:.3f} s/step", flush=True)
-    print(f"\nres {args.res}, batch 8, 2 threads, amortised over {args.iters} steps, median of {args.repeats}:")
+    print(
+        f"\nres {args.res}, batch 8, {args.threads} threads, amortised over {args.iters} steps, "
+        f"median of {args.repeats}:"
+    )
     base = statistics.median(times["plain"]) if "plain" in times else None
     for variant, ts in times.items():
         med = statistics.median(ts)

@@ -89,7 +89,9 @@ class GenDAModule(AdversarialModule):
         self.G.requires_grad_(False).eval()
         self.D.requires_grad_(False).eval()
         self.G_ema = AdaptedGenerator(self.G, AttributeAdaptor.for_generator(self.G, **dict(adaptor or {})))
-        self.classifier = AttributeClassifier.for_discriminator(self.D, **dict(classifier or {}))
+        with torch.random.fork_rng(devices=[]):  # the head's initialisation depends on the seed only
+            torch.manual_seed(self.hparams.seed)
+            self.classifier = AttributeClassifier.for_discriminator(self.D, **dict(classifier or {}))
 
     @property
     def adaptor(self) -> AttributeAdaptor:
@@ -164,9 +166,7 @@ class GenDAModule(AdversarialModule):
         with torch.no_grad():
             fake = self.synthesize(self.sample_z(n), c, training=True)
             fake_feats = discriminator_features(self.D, self.augment(fake), c, self.classifier.feature)
-            real_feats = discriminator_features(
-                self.D, self.augment(real_img), real_c, self.classifier.feature
-            )
+            real_feats = discriminator_features(self.D, self.augment(real_img), real_c, self.classifier.feature)
         real_logits = self.classifier(real_feats)
         self.log_stat("scores/real", real_logits.mean())
         return {
@@ -231,14 +231,11 @@ class GenDAModule(AdversarialModule):
         grid = self.render_grid()
         pairs = grid.float().unflatten(0, (rows, 2, cols))
         ratio = float(
-            mean_pairwise_distance(pairs[:, 1].flatten(0, 1))
-            / mean_pairwise_distance(pairs[:, 0].flatten(0, 1))
+            mean_pairwise_distance(pairs[:, 1].flatten(0, 1)) / mean_pairwise_distance(pairs[:, 0].flatten(0, 1))
         )
         kimg = int(self.seen_img) / 1000
         out_dir = Path(self.trainer.default_root_dir) / "samples"
-        path = save_image_grid(
-            grid, out_dir / f"source_vs_adapted{int(self.seen_img):09d}.png", (2 * rows, cols)
-        )
+        path = save_image_grid(grid, out_dir / f"source_vs_adapted{int(self.seen_img):09d}.png", (2 * rows, cols))
         ref = getattr(self.trainer.datamodule, "reference_image", None)
         if ref is not None and not (out_dir / "reference.png").exists():
             save_image_grid(ref()[None], out_dir / "reference.png", (1, 1))

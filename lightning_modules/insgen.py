@@ -145,7 +145,9 @@ class InsGenModule(AdversarialModule):
                 if self.cfg.queue[key] is None:
                     size = default_queue_size(self._train_dataset(key), self.cfg.queue["fraction"])
                     head.resize_queue(size)
-                    log.info("insgen.queue.%s = %d (%.0f%% of the training set)", key, size, 100 * self.cfg.queue["fraction"])
+                    log.info(
+                        "insgen.queue.%s = %d (%.0f%% of the training set)", key, size, 100 * self.cfg.queue["fraction"]
+                    )
         super().setup(stage)
 
     def _train_dataset(self, key: str):
@@ -280,8 +282,13 @@ class InsGenModule(AdversarialModule):
                 log.info("init_from=%s has no %s: fresh head and queue (K=%d)", path, name, head.queue_size)
                 continue
             if state["queue"].shape != head.queue.shape:
-                log.info("init_from=%s: %s queue %s differs from K=%d: fresh queue", path, name,
-                         tuple(state["queue"].shape), head.queue_size)
+                log.info(
+                    "init_from=%s: %s queue %s differs from K=%d: fresh queue",
+                    path,
+                    name,
+                    tuple(state["queue"].shape),
+                    head.queue_size,
+                )
                 state = {k: v for k, v in state.items() if not k.startswith("queue")}
             head.load_state_dict(state, strict=False)
             log.info("init_from=%s: loaded %s (%s)", path, name, ", ".join(sorted({k.split(".")[0] for k in state})))
@@ -318,7 +325,11 @@ class InsGenModule(AdversarialModule):
                     state[f"{name}.{k}"] = v.detach().clone()
                 log.info("checkpoint has no %s: fresh head and queue (K=%d)", name, head.queue_size)
             elif state[f"{name}.queue"].shape[1] != head.queue_size:
-                log.info("%s: queue size %d from the checkpoint (configured %d)", name,
-                         state[f"{name}.queue"].shape[1], head.queue_size)
+                log.info(
+                    "%s: queue size %d from the checkpoint (configured %d)",
+                    name,
+                    state[f"{name}.queue"].shape[1],
+                    head.queue_size,
+                )
                 head.resize_queue(state[f"{name}.queue"].shape[1])
         super().on_load_checkpoint(checkpoint)

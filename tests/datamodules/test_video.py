@@ -187,7 +187,9 @@ def test_datamodule_batches_weak_and_strong_views_of_the_same_frames(ucf_root, t
     dm.setup("fit")
     assert dm.split_file.is_file() and len(dm.labeled_idx) == 2 and dm.steps_per_epoch == 1
     # full-frame crop, no colour op: the frame index coded in the left half stays readable in both views
-    dm.augment = ClipAugment(16, scale=(1.0, 1.0), ratio=(4 / 3, 4 / 3), ops=("identity",), cutout_size=0.0)
+    dm.augment = ClipAugment(
+        16, scale=(1.0, 1.0), ratio=(4 / 3, 4 / 3), hflip=False, ops=("identity",), cutout_size=0.0
+    )
     loaders = dm.train_dataloader()
     raw = {k: next(iter(v)) for k, v in loaders.items()}
     batch = dm.on_after_batch_transfer(raw, 0)

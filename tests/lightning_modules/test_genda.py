@@ -127,6 +127,25 @@ def test_source_vs_adapted_grid_written_and_checkpoint_exports_adapted_generator
         assert torch.equal(nets["G_ema"](z, None, noise_mode="const"), module.G_ema(z, None, noise_mode="const"))
 
 
+def test_resume_continues_exactly(source_file, tmp_path):
+    """3 + 3 iterations through a checkpoint == 6 iterations (RNG, optimisers, adaptor, classifier)."""
+
+    def run(iterations, root, ckpt=None):
+        module = make_module(source_file, total_kimg=iterations * BATCH / 1000)
+        dm = OneShotDataModule(resolution=RES, batch_size=BATCH, grayscale=False, translate=0.125)
+        trainer = tiny_trainer(root)
+        trainer.fit(module, dm, ckpt_path=ckpt)
+        return module, trainer
+
+    straight, _ = run(6, tmp_path / "a")
+    _, first = run(3, tmp_path / "b")
+    first.save_checkpoint(tmp_path / "b" / "half.ckpt")
+    resumed, _ = run(6, tmp_path / "c", ckpt=str(tmp_path / "b" / "half.ckpt"))
+    assert int(resumed.iteration) == 6
+    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
 def test_losses_route_gradients_to_their_module_only(source_file):
     module = make_module(source_file, adaptor={"granularity": "per_layer"}, classifier={"depth": 2})
     module._stats = {}

@@ -61,7 +61,7 @@ def test_queue_is_rank_consistent_with_simulated_gather():
     torch.manual_seed(0)
     single = ContrastiveHead(in_dim=8, out_dim=4, queue_size=8)
     single.queue.copy_(ranks[0].queue)
-    for step in range(3):
+    for _ in range(3):
         for r, head in enumerate(ranks):
             head.enqueue(per_rank[r])
         single.enqueue(torch.cat(per_rank))
