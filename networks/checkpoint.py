@@ -32,7 +32,14 @@ from networks.converters.safe_pickle import TFNetwork, load_file
 log = logging.getLogger(__name__)
 
 NETWORK_FORMAT = "suite.networks/1"
-NETWORK_CLASSES = {"networks.stylegan2.Generator", "networks.stylegan2.Discriminator"}
+# The suite's own network classes (imported by name only after this check); users extend it with
+# register_network_class.
+NETWORK_CLASSES = {
+    "networks.stylegan2.Generator",
+    "networks.stylegan2.Discriminator",
+    "networks.genda.AdaptedGenerator",
+    "networks.eqgan_sa.EqGANGenerator",
+}
 # Data-only classes met in training checkpoints (CLI args, Hydra/Lightning hyper-parameters): kept as inert
 # placeholders, never constructed.
 CKPT_INERT = (

@@ -21,7 +21,6 @@ import copy
 import torch
 from torch import nn
 
-from networks.checkpoint import register_network_class
 from networks.stylegan2 import Discriminator, FullyConnectedLayer, Generator
 
 GRANULARITIES = ("shared", "per_layer")
@@ -187,7 +186,3 @@ class AdaptedGenerator(nn.Module):
     ) -> torch.Tensor:
         ws = self.mapping(z, c, truncation_psi, truncation_cutoff, update_emas=update_emas)
         return self.generator.synthesis(ws, noise_mode=noise_mode, update_emas=update_emas, **synthesis_kwargs)
-
-
-# Lets networks.checkpoint rebuild a GenDA G_ema (``load_networks`` on a GenDA checkpoint or network file).
-register_network_class(f"{AdaptedGenerator.__module__}.{AdaptedGenerator.__qualname__}")
