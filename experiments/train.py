@@ -66,9 +66,7 @@ def check_launch(cfg: DictConfig) -> None:
     mode = HydraConfig.get().mode.name if HydraConfig.initialized() else "RUN"
     is_subprocess_ddp = isinstance(strategy, str) and strategy.startswith("ddp") and "spawn" not in strategy
     if isinstance(strategy, DictConfig):
-        is_subprocess_ddp = (
-            strategy.get("start_method", "popen") == "popen" and cfg.trainer.get("devices") != 1
-        )
+        is_subprocess_ddp = strategy.get("start_method", "popen") == "popen" and cfg.trainer.get("devices") != 1
     if mode == "MULTIRUN" and is_subprocess_ddp and "SLURM_JOB_ID" not in os.environ:
         raise ValueError(
             "multirun with trainer.strategy DDP (subprocess launcher) is not supported: use trainer=ddp_sim "
@@ -80,7 +78,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Instantiate everything from ``cfg`` and fit; returns the final logged metrics."""
     import ops
 
+    # Environment variables carry the choice into spawned DDP workers; the calls apply it here.
+    os.environ["SUITE_OPS_BACKEND"] = cfg.ops.backend
+    os.environ["SUITE_OPS_LINEAR_CLAMP_GRAD"] = cfg.ops.linear_clamp_grad
     ops.set_backend(cfg.ops.backend)
+    ops.bias_act.set_linear_clamp_grad(cfg.ops.linear_clamp_grad)
     check_launch(cfg)
     if cfg.get("print_config"):
         log.info("config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
@@ -101,9 +103,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             lcfg = OmegaConf.merge(lcfg, {"id": lcfg.get("id") or persistent_wandb_id(output_dir)})
         loggers.append(hydra.utils.instantiate(lcfg))
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    ckpt_path = resolve_ckpt_path(
-        cfg.get("ckpt_path"), Path(cfg.paths.ckpt_dir), Path(trainer.default_root_dir)
-    )
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), Path(cfg.paths.ckpt_dir), Path(trainer.default_root_dir))
     if ckpt_path:
         log.info("resuming from %s", ckpt_path)
     try:
@@ -113,9 +113,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             import wandb
 
             wandb.finish()
-    metrics = {
-        k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1
-    }
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
     log.info("finished: %s", {k: round(v, 4) for k, v in metrics.items()})
     return metrics
 

@@ -10,6 +10,7 @@ selected semantics.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import torch
@@ -43,7 +44,8 @@ activation_funcs = {
 }
 
 LINEAR_CLAMP_GRAD_MODES = ("passthrough", "mask")
-_linear_clamp_grad = {"mode": "passthrough"}
+# The environment variable carries the choice into spawned DDP workers (experiments/train.py sets it).
+_linear_clamp_grad = {"mode": os.environ.get("SUITE_OPS_LINEAR_CLAMP_GRAD", "passthrough")}
 
 
 def set_linear_clamp_grad(mode: str) -> None:
@@ -110,9 +112,7 @@ def _bias_act_compiled(x, b, dim, spec: ActSpec, alpha, gain, clamp) -> torch.Te
     # linear_clamp_grad (§3.3).
     passthrough = spec.name == "linear" and get_linear_clamp_grad() == "passthrough"
     save_y = spec.ref == "y" or (clamp >= 0 and not passthrough)
-    return torch.ops.suite_ops.bias_act(
-        x, b, None, None, None, 0, dim, spec.index, alpha, gain, clamp, save_y
-    )
+    return torch.ops.suite_ops.bias_act(x, b, None, None, None, 0, dim, spec.index, alpha, gain, clamp, save_y)
 
 
 def bias_act(x, b=None, dim=1, act="linear", alpha=None, gain=None, clamp=None) -> torch.Tensor:
@@ -124,9 +124,7 @@ def bias_act(x, b=None, dim=1, act="linear", alpha=None, gain=None, clamp=None) 
     if not (0 <= dim < x.ndim):
         raise ValueError(f"bias_act: dim must be in [0, {x.ndim}), got {dim}")
     if b is not None and (b.ndim != 1 or b.shape[0] != x.shape[dim]):
-        raise ValueError(
-            f"bias_act: b must be 1-D of length x.shape[{dim}]={x.shape[dim]}, got {tuple(b.shape)}"
-        )
+        raise ValueError(f"bias_act: b must be 1-D of length x.shape[{dim}]={x.shape[dim]}, got {tuple(b.shape)}")
     spec, alpha_f, gain_f, clamp_f = _resolve(act, alpha, gain, clamp)
     if _backend.use_compiled("bias_act", x):
         if b is not None:
