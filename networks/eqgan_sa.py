@@ -24,7 +24,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from networks.checkpoint import register_network_class
 from networks.stylegan2 import Conv2dLayer, Generator, SynthesisNetwork
 
 LEVELS = ("b8", "b16", "b32")
@@ -301,6 +300,3 @@ def _plain(value):
     if isinstance(value, list | tuple) or (hasattr(value, "__iter__") and not isinstance(value, str)):
         return [_plain(v) for v in value]
     return value
-
-
-register_network_class("networks.eqgan_sa.EqGANGenerator")

@@ -31,6 +31,7 @@ TINY = [
 
 def run_train(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, SUITE_LOG_DIR=str(tmp_path / "logs"), WANDB_MODE="offline", WANDB_SILENT="true")
+    env["SUITE_CACHE_DIR"] = str(tmp_path / "cache")
     env["WANDB_DIR"] = str(tmp_path / "wandb")
     return subprocess.run(
         [sys.executable, "experiments/train.py", *TINY, *overrides],
@@ -55,12 +56,23 @@ def test_train_writes_outputs_and_resumes_itself(tmp_path):
     wandb_id = (run / "wandb_id.txt").read_text()
     assert int(torch.load(ckpt, weights_only=False)["state_dict"]["seen_img"]) == 16
 
-    # The same command with a larger budget resumes from last.ckpt in the same run directory.
-    proc = run_train(tmp_path, "model.total_kimg=0.032")
+    # The same command with a larger budget resumes from last.ckpt in the same run directory; this time with
+    # the metrics callback (offline random-cnn detector, a few fakes) evaluating at the end.
+    proc = run_train(
+        tmp_path,
+        "model.total_kimg=0.032",
+        "metrics=fid10k_full",
+        "metrics.detector=random-cnn",
+        "metrics.protocols.0.n_fake=32",
+        "metrics.every_kimg=1000",
+        "metrics.num_workers=0",
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "resuming from" in proc.stderr + proc.stdout
     assert int(torch.load(ckpt, weights_only=False)["state_dict"]["seen_img"]) == 32
     assert (run / "wandb_id.txt").read_text() == wandb_id
+    results = (run / "metric-fid10k_full.jsonl").read_text().strip().splitlines()
+    assert results and '"random-cnn"' in results[-1]
 
 
 def test_missing_dataset_path_names_the_file(tmp_path):

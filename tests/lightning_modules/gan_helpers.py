@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytorch_lightning as pl
+from pytorch_lightning.callbacks import Checkpoint
 
 from datamodules.embedded import EmbeddedImageDataModule
 from lightning_modules.gan import AdversarialModule
@@ -64,7 +65,7 @@ def tiny_trainer(root, callbacks=(), **kwargs) -> pl.Trainer:
         devices=1,
         max_epochs=-1,
         logger=False,
-        enable_checkpointing=False,
+        enable_checkpointing=any(isinstance(c, Checkpoint) for c in callbacks),
         enable_progress_bar=False,
         enable_model_summary=False,
         default_root_dir=str(root),
