@@ -45,9 +45,7 @@ def _build_cuda() -> bool:
 cxx_flags = ["-O3", "-fno-trapping-math", "-fopenmp"]  # torch adds -std=c++20
 if _build_cuda():
     os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_CUDA_ARCH_LIST)
-    print(
-        f"ops._C: building CPU + CUDA kernels for TORCH_CUDA_ARCH_LIST={os.environ['TORCH_CUDA_ARCH_LIST']}"
-    )
+    print(f"ops._C: building CPU + CUDA kernels for TORCH_CUDA_ARCH_LIST={os.environ['TORCH_CUDA_ARCH_LIST']}")
     ext = CUDAExtension(
         "ops._C",
         cpp_sources + cu_sources,
@@ -57,8 +55,6 @@ if _build_cuda():
     )
 else:
     print("ops._C: building CPU kernels only (no CUDA torch or no nvcc)")
-    ext = CppExtension(
-        "ops._C", cpp_sources, extra_compile_args={"cxx": cxx_flags}, extra_link_args=["-fopenmp"]
-    )
+    ext = CppExtension("ops._C", cpp_sources, extra_compile_args={"cxx": cxx_flags}, extra_link_args=["-fopenmp"])
 
 setup(ext_modules=[ext], cmdclass={"build_ext": BuildExtension})

@@ -431,8 +431,6 @@ class GANDataModule(pl.LightningDataModule):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         st = state_dict.get("sampler")
         if st is None:
-            raise KeyError(
-                "datamodule checkpoint state lacks 'sampler' (expected {'sampler': {'position': ...}})"
-            )
+            raise KeyError("datamodule checkpoint state lacks 'sampler' (expected {'sampler': {'position': ...}})")
         InfiniteSampler(len(self.train_dataset), seed=self.seed).load_state_dict(st)
         self._resume_position = int(st["position"])

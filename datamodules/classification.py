@@ -120,9 +120,7 @@ class ImageFolderClassification(Dataset):
             if f.suffix.lower() in IMAGE_EXTS
         ]
         if not self.samples:
-            raise FileNotFoundError(
-                f"ImageFolderClassification: no images ({sorted(IMAGE_EXTS)}) under {self.dir}"
-            )
+            raise FileNotFoundError(f"ImageFolderClassification: no images ({sorted(IMAGE_EXTS)}) under {self.dir}")
         self.train, self.image_size = train, image_size
         self.resize_size, self.min_scale = resize_size, min_scale
         self.skips = SkipCounter(f"imagenet/{split}")
@@ -155,18 +153,14 @@ class ImageFolderClassification(Dataset):
         )
 
 
-def read_cifar10(
-    root: str | Path, train: bool, skips: SkipCounter
-) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def read_cifar10(root: str | Path, train: bool, skips: SkipCounter) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """CIFAR-10 python pickles -> (uint8 [N, 32, 32, 3], int64 [N], class names); malformed rows skipped."""
     root = Path(root)
     if not (root / "batches.meta").is_file() and (root / "cifar-10-batches-py" / "batches.meta").is_file():
         root = root / "cifar-10-batches-py"
     meta_path = root / "batches.meta"
     if not meta_path.is_file():
-        raise FileNotFoundError(
-            f"read_cifar10: {meta_path} not found (expected the python-pickle CIFAR-10 release)"
-        )
+        raise FileNotFoundError(f"read_cifar10: {meta_path} not found (expected the python-pickle CIFAR-10 release)")
     with open(meta_path, "rb") as f:
         meta = pickle.load(f, encoding="latin1")
     names = meta.get("label_names") if isinstance(meta, dict) else None
@@ -182,9 +176,7 @@ def read_cifar10(
                 batch = pickle.load(f, encoding="bytes")
             data, labs = batch[b"data"], batch[b"labels"]
         except (pickle.UnpicklingError, EOFError, KeyError, TypeError) as e:
-            raise ValueError(
-                f"read_cifar10: {path} is not a CIFAR-10 batch with b'data' and b'labels' ({e})"
-            ) from e
+            raise ValueError(f"read_cifar10: {path} is not a CIFAR-10 batch with b'data' and b'labels' ({e})") from e
         if len(data) != len(labs):
             raise ValueError(f"read_cifar10: {path} has {len(data)} images but {len(labs)} labels")
         for i, (row, lab) in enumerate(zip(data, labs)):
@@ -202,9 +194,7 @@ def read_cifar10(
 class ArrayClassification(Dataset):
     """In-memory float images [N, C, H, W] in [0, 1] + labels, with pad-crop(-flip) augmentation."""
 
-    def __init__(
-        self, images: torch.Tensor, labels: torch.Tensor, mean, std, pad: int = 0, flip: bool = False
-    ):
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean, std, pad: int = 0, flip: bool = False):
         self.images, self.labels = images, labels
         self.mean, self.std, self.pad, self.flip = mean, std, pad, flip
 

@@ -98,9 +98,7 @@ class EmbeddedImageDataModule(GANDataModule):
         label_dim: int | None = None,
         num_channels: int | None = None,
     ) -> None:
-        super().__init__(
-            batch_size, num_workers=num_workers, seed=seed, label_dim=label_dim, num_channels=num_channels
-        )
+        super().__init__(batch_size, num_workers=num_workers, seed=seed, label_dim=label_dim, num_channels=num_channels)
         if name not in EMBEDDED:
             raise ValueError(f"data.name must be one of {EMBEDDED}, got {name!r}")
         self.name = name

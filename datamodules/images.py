@@ -169,9 +169,7 @@ class LmdbReader(_Reader):
         if self._handle is None or self._pid != os.getpid():
             import lmdb
 
-            self._handle = lmdb.open(
-                str(self.path), readonly=True, lock=False, readahead=False, max_readers=64
-            )
+            self._handle = lmdb.open(str(self.path), readonly=True, lock=False, readahead=False, max_readers=64)
             self._pid = os.getpid()
         return self._handle
 

@@ -85,9 +85,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--n-fake", type=int, default=None, help="override n_fake of every protocol (logged)")
     ap.add_argument("--generator", choices=["G_ema", "G"], default="G_ema")
     ap.add_argument("--max-images", type=int, default=None, help="training subset (reference: train_subset)")
-    ap.add_argument(
-        "--xflip", action="store_true", help="x-flip of the training set (reference: train_subset)"
-    )
+    ap.add_argument("--xflip", action="store_true", help="x-flip of the training set (reference: train_subset)")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--out", default=None, help="JSONL file for the results (default: next to the network)")
@@ -102,9 +100,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     nets = load_networks(args.network)
     G = nets.get(args.generator)
     if G is None:
-        raise KeyError(
-            f"{args.network}: no {args.generator} in the file (has {sorted(k for k in nets if nets[k])})"
-        )
+        raise KeyError(f"{args.network}: no {args.generator} in the file (has {sorted(k for k in nets if nets[k])})")
     G = G.eval().requires_grad_(False).to(args.device)
     protocols = [p for name in args.metrics.split(",") for p in load_preset(name.strip())]
     if args.n_fake is not None:

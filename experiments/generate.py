@@ -34,9 +34,7 @@ def parse_range(text: str) -> list[int]:
     for part in text.split(","):
         m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
         if not m:
-            raise argparse.ArgumentTypeError(
-                f"--seeds: expected ranges like '0-3,5', got {part!r} in {text!r}"
-            )
+            raise argparse.ArgumentTypeError(f"--seeds: expected ranges like '0-3,5', got {part!r} in {text!r}")
         lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
         if hi < lo:
             raise argparse.ArgumentTypeError(f"--seeds: range {part!r} ends before it starts")
@@ -80,9 +78,7 @@ def labels(G, class_idx: int | None, n: int, device) -> torch.Tensor | None:
             log.warning("--class=%d ignored: the network is unconditional", class_idx)
         return None
     if class_idx is None or not 0 <= class_idx < G.c_dim:
-        raise ValueError(
-            f"--class: the network is conditional with {G.c_dim} classes; pass --class 0..{G.c_dim - 1}"
-        )
+        raise ValueError(f"--class: the network is conditional with {G.c_dim} classes; pass --class 0..{G.c_dim - 1}")
     c = torch.zeros([n, G.c_dim], device=device)
     c[:, class_idx] = 1
     return c
@@ -115,9 +111,7 @@ def main(argv=None) -> int:
     nets = load_networks(args.network, device=args.device)
     G = nets["G_ema"] if nets["G_ema"] is not None else nets["G"]
     if G is None:
-        raise ValueError(
-            f"{args.network}: the file holds no generator (networks: {nets['meta']['networks']})"
-        )
+        raise ValueError(f"{args.network}: the file holds no generator (networks: {nets['meta']['networks']})")
     z, names = latents(args, G.z_dim)
     c_all = labels(G, args.class_idx, len(z), args.device)
     args.outdir.mkdir(parents=True, exist_ok=True)
@@ -126,9 +120,7 @@ def main(argv=None) -> int:
     for start in tqdm(starts, desc="generate", unit="batch", disable=len(starts) < 2):
         zb = torch.from_numpy(z[start : start + args.batch]).to(args.device)
         cb = None if c_all is None else c_all[start : start + args.batch]
-        img = G(
-            zb, cb, truncation_psi=args.trunc, truncation_cutoff=args.trunc_cutoff, noise_mode=args.noise_mode
-        )
+        img = G(zb, cb, truncation_psi=args.trunc, truncation_cutoff=args.trunc_cutoff, noise_mode=args.noise_mode)
         if args.save_array:
             raw.append(img.float().cpu().numpy())
         batch = to_uint8(img)

@@ -88,9 +88,7 @@ def convert(
             idx = counts["written"]
             arc = f"{idx // 1000:05d}/img{idx:08d}.png"
             buf = io.BytesIO()
-            PIL.Image.fromarray(img[:, :, 0] if img.shape[2] == 1 else img).save(
-                buf, format="png", compress_level=0
-            )
+            PIL.Image.fromarray(img[:, :, 0] if img.shape[2] == 1 else img).save(buf, format="png", compress_level=0)
             _write(zf, arc, buf.getvalue())
             if labels is not None:
                 out_labels.append([arc, labels[name]])
@@ -111,14 +109,10 @@ def main(argv: list[str] | None = None) -> dict[str, int]:
     ap.add_argument("--dest", required=True, help="output .zip")
     ap.add_argument("--resolution", type=int, required=True, help="output side (power of two)")
     ap.add_argument("--transform", choices=TRANSFORMS, default="none", help="center-crop for LSUN")
-    ap.add_argument(
-        "--resize-filter", choices=sorted(RESIZE_FILTERS), default="lanczos", help="box for FFHQ-256"
-    )
+    ap.add_argument("--resize-filter", choices=sorted(RESIZE_FILTERS), default="lanczos", help="box for FFHQ-256")
     ap.add_argument("--max-images", type=int, default=None, help="seeded subset (NVIDIA rule)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument(
-        "--channels", type=int, choices=[1, 3], default=None, help="default: from the first image"
-    )
+    ap.add_argument("--channels", type=int, choices=[1, 3], default=None, help="default: from the first image")
     args = ap.parse_args(argv)
     return convert(
         args.source,

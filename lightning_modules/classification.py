@@ -37,9 +37,7 @@ class ImageClassifier(pl.LightningModule):
     ) -> None:
         super().__init__()
         if scheduler_interval not in ("epoch", "step"):
-            raise ValueError(
-                f"model.scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}"
-            )
+            raise ValueError(f"model.scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
         self.save_hyperparameters(ignore=["net"], logger=False)
         self.net = net
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler

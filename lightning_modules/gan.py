@@ -140,9 +140,7 @@ class AdversarialModule(pl.LightningModule):
         self.register_buffer("pl_mean", torch.zeros([]))
         grid = torch.Generator().manual_seed(seed + 123456789)
         n_grid = sample_grid[0] * sample_grid[1]
-        self.register_buffer(
-            "grid_z", torch.randn([n_grid, generator.z_dim], generator=grid), persistent=False
-        )
+        self.register_buffer("grid_z", torch.randn([n_grid, generator.z_dim], generator=grid), persistent=False)
         self._grid_c: torch.Tensor | None = None
         self._next_sample_kimg = 0.0
 
@@ -364,9 +362,7 @@ class AdversarialModule(pl.LightningModule):
             c = self._grid_c.to(self.device)
         imgs = []
         for zi, ci in zip(z.split(16), c.split(16), strict=True):
-            imgs.append(
-                self.G_ema(zi, ci, truncation_psi=self.hparams.sample_truncation_psi, noise_mode="const")
-            )
+            imgs.append(self.G_ema(zi, ci, truncation_psi=self.hparams.sample_truncation_psi, noise_mode="const"))
         return to_uint8(torch.cat(imgs))
 
     def save_samples(self) -> None:
@@ -425,6 +421,4 @@ class AdversarialModule(pl.LightningModule):
             )
         if self.ada is not None and "ada_state" in checkpoint:
             self.ada.load_state_dict(checkpoint["ada_state"])
-        self._next_sample_kimg = (
-            int(checkpoint["state_dict"]["seen_img"]) / 1000 + self.hparams.sample_every_kimg
-        )
+        self._next_sample_kimg = int(checkpoint["state_dict"]["seen_img"]) / 1000 + self.hparams.sample_every_kimg

@@ -37,9 +37,7 @@ def load_stats(path: Path, key: str) -> dict[str, np.ndarray] | None:
     with np.load(path, allow_pickle=False) as data:
         stored = str(data["__key__"])
         if stored != key:
-            raise ValueError(
-                f"metric cache {path}: stored key {stored[:16]} != expected {key[:16]}; delete it"
-            )
+            raise ValueError(f"metric cache {path}: stored key {stored[:16]} != expected {key[:16]}; delete it")
         return {k: data[k] for k in data.files if k != "__key__"}
 
 

@@ -39,9 +39,7 @@ def _layer_macs(m: nn.Module, out: torch.Tensor) -> int:
 def count_macs(model: nn.Module, example: torch.Tensor) -> MacReport:
     """MACs of one sample (the batch total divided by the batch size) for a forward pass on ``example``."""
     if example.dim() < 2 or example.shape[0] < 1:
-        raise ValueError(
-            f"count_macs: example must be a batch [N, ...] with N >= 1, got {tuple(example.shape)}"
-        )
+        raise ValueError(f"count_macs: example must be a batch [N, ...] with N >= 1, got {tuple(example.shape)}")
     per_layer: dict[str, int] = {}
     handles = []
     for name, m in model.named_modules():

@@ -81,9 +81,7 @@ class RandomCNNFeatures(nn.Module):
         super().__init__()
         gen = torch.Generator().manual_seed(seed)
         widths = [3, 16, 32, num_features]
-        self.convs = nn.ModuleList(
-            nn.Conv2d(a, b, 3, stride=2, padding=1) for a, b in zip(widths, widths[1:])
-        )
+        self.convs = nn.ModuleList(nn.Conv2d(a, b, 3, stride=2, padding=1) for a, b in zip(widths, widths[1:]))
         for conv in self.convs:
             fan_in = conv.weight[0].numel()
             conv.weight.data = torch.randn(conv.weight.shape, generator=gen) * (2 / fan_in) ** 0.5
@@ -105,16 +103,12 @@ class RandomCNNFeatures(nn.Module):
         return x.mean(dim=(2, 3))
 
 
-def load_detector(
-    name: str, detectors_dir: str | os.PathLike | None = None, path: str | None = None
-) -> nn.Module:
+def load_detector(name: str, detectors_dir: str | os.PathLike | None = None, path: str | None = None) -> nn.Module:
     """Detector by name from ``detectors_dir`` (or an explicit ``path``); ``random-cnn`` needs no file."""
     if name == "random-cnn":
         return RandomCNNFeatures()
     if name not in DETECTOR_FILES:
-        raise ValueError(
-            f"unknown detector {name!r}; expected one of {sorted(DETECTOR_FILES)} or 'random-cnn'"
-        )
+        raise ValueError(f"unknown detector {name!r}; expected one of {sorted(DETECTOR_FILES)} or 'random-cnn'")
     fname, dim, url = DETECTOR_FILES[name]
     if path is None:
         if detectors_dir is None:

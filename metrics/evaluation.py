@@ -96,9 +96,7 @@ def real_batches(dataset, n_real: int | None, batch_size: int, num_workers: int)
     """This rank's exact shard of the first ``n_real`` (or all) reference images."""
     rank, world = _dist()
     n = len(dataset) if n_real is None else min(n_real, len(dataset))
-    loader = DataLoader(
-        Subset(dataset, list(range(rank, n, world))), batch_size=batch_size, num_workers=num_workers
-    )
+    loader = DataLoader(Subset(dataset, list(range(rank, n, world))), batch_size=batch_size, num_workers=num_workers)
     for img, _c in loader:
         yield img
 
@@ -192,9 +190,7 @@ def evaluate_generator(
                 if proto.metric == "pr"
                 else {proto.name: float(value)}
             )
-            record = proto.record(
-                **detector_info(metric.detector), **metric.reference_info, **(extra_record or {})
-            )
+            record = proto.record(**detector_info(metric.detector), **metric.reference_info, **(extra_record or {}))
             record["seconds"] = round(time.time() - t0, 2)
             out.append({"name": proto.name, "results": results, "protocol": record})
             log.info("%s %s", proto.name, results)

@@ -41,9 +41,7 @@ class FeatureMetric(Metric):
             det.to(images.device)
         feats = det(images)
         if feats.ndim != 2 or feats.shape[1] != self.num_features:
-            raise ValueError(
-                f"detector returned {list(feats.shape)}, expected [N, {self.num_features}] (num_features)"
-            )
+            raise ValueError(f"detector returned {list(feats.shape)}, expected [N, {self.num_features}] (num_features)")
         return feats.to(torch.float64)
 
     def update(self, images: torch.Tensor, real: bool) -> None:
@@ -58,10 +56,7 @@ class FeatureMetric(Metric):
             super().reset()
             return
         # torchmetrics clears list states in place: keep copies of the lists
-        kept = {
-            k: list(v) if isinstance(v, list) else v
-            for k, v in ((k, getattr(self, k)) for k in self.real_states)
-        }
+        kept = {k: list(v) if isinstance(v, list) else v for k, v in ((k, getattr(self, k)) for k in self.real_states)}
         super().reset()
         for k, v in kept.items():
             setattr(self, k, v)

@@ -70,7 +70,5 @@ class FID(FeatureMetric):
         for k in self.real_states:
             ref = getattr(self, k)
             if tuple(state[k].shape) != tuple(ref.shape):
-                raise ValueError(
-                    f"cached FID state {k} has shape {state[k].shape}, expected {tuple(ref.shape)}"
-                )
+                raise ValueError(f"cached FID state {k} has shape {state[k].shape}, expected {tuple(ref.shape)}")
             setattr(self, k, torch.as_tensor(state[k], dtype=ref.dtype, device=ref.device))

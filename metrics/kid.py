@@ -15,16 +15,12 @@ from torchmetrics.utilities import dim_zero_cat
 from metrics.feature_metric import FeatureMetric
 
 
-def kernel_distance(
-    real: np.ndarray, fake: np.ndarray, num_subsets: int, max_subset_size: int, seed: int
-) -> float:
+def kernel_distance(real: np.ndarray, fake: np.ndarray, num_subsets: int, max_subset_size: int, seed: int) -> float:
     """NVIDIA's KID estimator on feature arrays [N, d]."""
     n = real.shape[1]
     m = min(real.shape[0], fake.shape[0], max_subset_size)
     if m < 2:
-        raise ValueError(
-            f"KID needs at least 2 real and 2 fake samples, got {real.shape[0]} / {fake.shape[0]}"
-        )
+        raise ValueError(f"KID needs at least 2 real and 2 fake samples, got {real.shape[0]} / {fake.shape[0]}")
     rnd = np.random.RandomState(seed)
     t = 0.0
     for _ in range(num_subsets):
@@ -75,9 +71,7 @@ class KID(FeatureMetric):
     def load_real_state(self, state: dict[str, np.ndarray]) -> None:
         feats = state["real_features"]
         if feats.ndim != 2 or feats.shape[1] != self.num_features:
-            raise ValueError(
-                f"cached KID features have shape {feats.shape}, expected [N, {self.num_features}]"
-            )
+            raise ValueError(f"cached KID features have shape {feats.shape}, expected [N, {self.num_features}]")
         self.real_features = [torch.as_tensor(feats, dtype=torch.float32, device=self.device)]
 
 

@@ -20,16 +20,12 @@ from metrics.feature_metric import FeatureMetric
 def _within_manifold(manifold: torch.Tensor, probes: torch.Tensor, k: int, batch: int) -> torch.Tensor:
     """Boolean per probe: inside the union of k-NN balls around the manifold points."""
     if manifold.shape[0] <= k:
-        raise ValueError(
-            f"precision/recall with k={k} needs more than {k} samples per side, got {manifold.shape[0]}"
-        )
+        raise ValueError(f"precision/recall with k={k} needs more than {k} samples per side, got {manifold.shape[0]}")
     radii = torch.cat([torch.cdist(m, manifold).kthvalue(k + 1, dim=1).values for m in manifold.split(batch)])
     return torch.cat([(torch.cdist(p, manifold) <= radii[None, :]).any(dim=1) for p in probes.split(batch)])
 
 
-def precision_recall(
-    real: torch.Tensor, fake: torch.Tensor, k: int = 3, batch: int = 1024
-) -> tuple[float, float]:
+def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3, batch: int = 1024) -> tuple[float, float]:
     """(precision, recall) of ``fake`` against ``real`` feature sets [N, d]."""
     real, fake = real.float(), fake.float()
     precision = _within_manifold(real, fake, k, batch).float().mean().item()
@@ -43,9 +39,7 @@ class PrecisionRecall(FeatureMetric):
     higher_is_better = True
     real_states = ("real_features",)
 
-    def __init__(
-        self, detector: nn.Module, k: int = 3, reset_real_features: bool = False, **kwargs: Any
-    ) -> None:
+    def __init__(self, detector: nn.Module, k: int = 3, reset_real_features: bool = False, **kwargs: Any) -> None:
         super().__init__(detector, reset_real_features, **kwargs)
         self.k = k
         self.add_state("real_features", [], dist_reduce_fx="cat")
@@ -73,7 +67,5 @@ class PrecisionRecall(FeatureMetric):
     def load_real_state(self, state: dict) -> None:
         feats = state["real_features"]
         if feats.ndim != 2 or feats.shape[1] != self.num_features:
-            raise ValueError(
-                f"cached PR features have shape {feats.shape}, expected [N, {self.num_features}]"
-            )
+            raise ValueError(f"cached PR features have shape {feats.shape}, expected [N, {self.num_features}]")
         self.real_features = [torch.as_tensor(feats, dtype=torch.float32, device=self.device)]

@@ -57,9 +57,7 @@ class MetricProtocol:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise KeyError(
-                f"metric protocol {d.get('name')!r}: unknown keys {sorted(unknown)}; known {sorted(known)}"
-            )
+            raise KeyError(f"metric protocol {d.get('name')!r}: unknown keys {sorted(unknown)}; known {sorted(known)}")
         return cls(**d)
 
     def real_fields(self) -> dict[str, Any]:

@@ -187,8 +187,7 @@ class AugmentPipe(nn.Module):
         self.imgfilter_bands = [float(b) for b in imgfilter_bands]
         if len(self.imgfilter_bands) != len(FILTER_BAND_POWER):
             raise ValueError(
-                f"AugmentPipe: imgfilter_bands needs {len(FILTER_BAND_POWER)} values, "
-                f"got {list(imgfilter_bands)}"
+                f"AugmentPipe: imgfilter_bands needs {len(FILTER_BAND_POWER)} values, got {list(imgfilter_bands)}"
             )
         self.imgfilter_std = float(imgfilter_std)
         self.noise_std = float(noise_std)
@@ -213,8 +212,7 @@ class AugmentPipe(nn.Module):
     @property
     def uses_geometry(self) -> bool:
         return any(
-            m > 0
-            for m in (self.xflip, self.rotate90, self.xint, self.scale, self.rotate, self.aniso, self.xfrac)
+            m > 0 for m in (self.xflip, self.rotate90, self.xint, self.scale, self.rotate, self.aniso, self.xfrac)
         )
 
     @property
@@ -269,9 +267,7 @@ class AugmentPipe(nn.Module):
             if self.xint > 0:
                 t = (rand(B, 2) * 2 - 1) * self.xint_max
                 t = torch.where(fire(self.xint, B, 1), t, 0)
-                G = G @ _affine2d(
-                    1, 1, -torch.round(t[:, 0] * width), -torch.round(t[:, 1] * height), B, device
-                )
+                G = G @ _affine2d(1, 1, -torch.round(t[:, 0] * width), -torch.round(t[:, 1] * height), B, device)
             if self.scale > 0:
                 s = torch.exp2(randn(B) * self.scale_std)
                 s = torch.where(fire(self.scale, B), s, 1)
@@ -359,9 +355,7 @@ class AugmentPipe(nn.Module):
     def forward(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Augment ``images`` [N, C, H, W] with freshly drawn parameters (§8.1)."""
         if not (isinstance(images, torch.Tensor) and images.ndim == 4):
-            raise ValueError(
-                f"AugmentPipe: expected images [N, C, H, W], got {getattr(images, 'shape', type(images))}"
-            )
+            raise ValueError(f"AugmentPipe: expected images [N, C, H, W], got {getattr(images, 'shape', type(images))}")
         n, c, h, w = images.shape
         return self.apply(images, self.sample_params(n, c, h, w, device=images.device, generator=generator))
 
@@ -392,9 +386,7 @@ class AugmentPipe(nn.Module):
         xy = (G_inv @ corners)[:, :2, :].permute(1, 0, 2).flatten(1)  # [2, B * 4]
         margin = torch.cat([-xy, xy]).amax(dim=1)  # [x0, y0, x1, y1]
         margin = margin + torch.tensor([pad * 2 - cx, pad * 2 - cy] * 2, device=device)
-        margin = margin.clamp(min=0).minimum(
-            torch.tensor([W - 1, H - 1] * 2, device=device, dtype=torch.float32)
-        )
+        margin = margin.clamp(min=0).minimum(torch.tensor([W - 1, H - 1] * 2, device=device, dtype=torch.float32))
         mx0, my0, mx1, my1 = (int(m) for m in margin.ceil().tolist())
 
         images = F.pad(images, [mx0, mx1, my0, my1], mode="reflect")
@@ -435,9 +427,7 @@ class AugmentPipe(nn.Module):
         taps = self.Hz_fbank.shape[1]
         half = taps // 2
         if min(H, W) <= half:
-            raise ValueError(
-                f"AugmentPipe: imgfilter needs images larger than {half} pixels per side, got {H}x{W}"
-            )
+            raise ValueError(f"AugmentPipe: imgfilter needs images larger than {half} pixels per side, got {H}x{W}")
         f = (gains.to(self.Hz_fbank.device) @ self.Hz_fbank).to(images.dtype)  # [B, taps], symmetric
         f = f.repeat_interleave(C, dim=0).reshape(B * C, 1, 1, taps)
         x = F.pad(images.reshape(1, B * C, H, W), [half, half, half, half], mode="reflect")

@@ -104,9 +104,7 @@ def build_network(spec: dict, source: str, name: str) -> nn.Module:
     defaults = re.compile(spec["defaults"]) if spec.get("defaults") else None
     missing = [k for k in own if k not in given and not (defaults and defaults.fullmatch(k))]
     if missing:
-        raise ValueError(
-            f"{source}: '{name}' lacks tensors {missing[:8]}{' ...' if len(missing) > 8 else ''}"
-        )
+        raise ValueError(f"{source}: '{name}' lacks tensors {missing[:8]}{' ...' if len(missing) > 8 else ''}")
     state = {k: given.get(k, own[k]) for k in own}
     net.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
     return net
@@ -145,9 +143,7 @@ def save_networks(path: str | Path, nets: dict[str, nn.Module | None], meta: dic
 
 def _suite_file(data: dict, source: str, trusted: bool) -> dict:
     if not trusted:
-        raise ValueError(
-            f"{source}: a '{NETWORK_FORMAT}' file must hold plain data only (torch weights_only)"
-        )
+        raise ValueError(f"{source}: a '{NETWORK_FORMAT}' file must hold plain data only (torch weights_only)")
     nets = data.get("networks")
     if not isinstance(nets, dict):
         raise ValueError(f"{source}: key 'networks' must be a dict of {{class, init_kwargs, state_dict}}")

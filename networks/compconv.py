@@ -137,9 +137,7 @@ class CompConv2d(nn.Module):
                 f"than the tail X_A0 ({half} channels); out_channels is too small for this depth"
             )
         self.primary = nn.Conv2d(in_channels, cp, k, stride, pad, bias=False)
-        self.inner = nn.ModuleList(
-            nn.Conv2d(2**j * cp, 2**j * cp, k, 1, pad, bias=False) for j in range(1, d)
-        )
+        self.inner = nn.ModuleList(nn.Conv2d(2**j * cp, 2**j * cp, k, 1, pad, bias=False) for j in range(1, d))
         # inner_norm_act acts on the conv outputs that feed another conv of the recursion: v_0 .. v_{d-2}
         self.inner_post = nn.ModuleList(self._norm_act(2**j * cp) for j in range(d - 1))
         if tail_op == "depthwise":
@@ -232,9 +230,7 @@ def _is_replaceable(conv: nn.Conv2d) -> bool:
     )
 
 
-def convert_model(
-    model: nn.Module, c0: int = 128, skip: Sequence[str] = ("stem",), **compconv_kwargs
-) -> nn.Module:
+def convert_model(model: nn.Module, c0: int = 128, skip: Sequence[str] = ("stem",), **compconv_kwargs) -> nn.Module:
     """Swap every replaceable k x k ``nn.Conv2d`` of ``model`` for :class:`CompConv2d` (in place; spec §6).
 
     1 x 1 convolutions, grouped/dilated convolutions and modules whose qualified name starts with an entry
@@ -250,9 +246,7 @@ def convert_model(
         and not any(name == s or name.startswith(s + ".") for s in skip)
     ]
     if not targets:
-        raise ValueError(
-            f"convert_model: no k x k convolution to replace in {type(model).__name__} (skip={skip})"
-        )
+        raise ValueError(f"convert_model: no k x k convolution to replace in {type(model).__name__} (skip={skip})")
     for name in targets:
         parent_name, _, attr = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model

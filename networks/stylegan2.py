@@ -39,9 +39,7 @@ def _check_shape(name: str, x: torch.Tensor, shape: list) -> None:
 def _act_gain(activation: str) -> float:
     """Default gain of a bias_act activation (ops.md §3.2)."""
     if activation not in bias_act.activation_funcs:
-        raise ValueError(
-            f"activation: expected one of {sorted(bias_act.activation_funcs)}, got {activation!r}"
-        )
+        raise ValueError(f"activation: expected one of {sorted(bias_act.activation_funcs)}, got {activation!r}")
     return bias_act.activation_funcs[activation].def_gain
 
 
@@ -165,9 +163,7 @@ class FullyConnectedLayer(nn.Module):
         return bias_act.bias_act(x.matmul(w.t()), b, act=self.activation)
 
     def extra_repr(self) -> str:
-        return (
-            f"in_features={self.in_features}, out_features={self.out_features}, activation={self.activation}"
-        )
+        return f"in_features={self.in_features}, out_features={self.out_features}, activation={self.activation}"
 
 
 class Conv2dLayer(nn.Module):
@@ -204,9 +200,7 @@ class Conv2dLayer(nn.Module):
         self.act_gain = _act_gain(activation)
 
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        weight = torch.randn([out_channels, in_channels, kernel_size, kernel_size]).to(
-            memory_format=memory_format
-        )
+        weight = torch.randn([out_channels, in_channels, kernel_size, kernel_size]).to(memory_format=memory_format)
         bias_t = torch.zeros([out_channels]) if bias else None
         if trainable:
             self.weight = nn.Parameter(weight)
@@ -321,9 +315,7 @@ class MappingNetwork(nn.Module):
 
         if truncation_psi != 1:
             if self.num_ws is None or self.w_avg_beta is None:
-                raise ValueError(
-                    "MappingNetwork: truncation_psi != 1 needs num_ws and w_avg_beta (a w_avg buffer)"
-                )
+                raise ValueError("MappingNetwork: truncation_psi != 1 needs num_ws and w_avg_beta (a w_avg buffer)")
             if truncation_cutoff is None:
                 x = self.w_avg.lerp(x, truncation_psi)
             else:
@@ -393,9 +385,7 @@ class SynthesisLayer(nn.Module):
         spatial=None,
     ) -> torch.Tensor:
         if noise_mode not in ("random", "const", "none"):
-            raise ValueError(
-                f"SynthesisLayer noise_mode: expected 'random', 'const' or 'none', got {noise_mode!r}"
-            )
+            raise ValueError(f"SynthesisLayer noise_mode: expected 'random', 'const' or 'none', got {noise_mode!r}")
         in_resolution = self.resolution // self.up
         _check_shape("SynthesisLayer x", x, [None, self.in_channels, in_resolution, in_resolution])
         if self.sel is not None:
@@ -405,8 +395,7 @@ class SynthesisLayer(nn.Module):
         noise = None
         if self.use_noise and noise_mode == "random":
             noise = (
-                torch.randn([x.shape[0], 1, self.resolution, self.resolution], device=x.device)
-                * self.noise_strength
+                torch.randn([x.shape[0], 1, self.resolution, self.resolution], device=x.device) * self.noise_strength
             )
         elif self.use_noise and noise_mode == "const":
             noise = self.noise_const * self.noise_strength
@@ -424,9 +413,7 @@ class SynthesisLayer(nn.Module):
         )
         act_gain = self.act_gain * gain
         act_clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
-        return bias_act.bias_act(
-            x, self.bias.to(x.dtype), act=self.activation, gain=act_gain, clamp=act_clamp
-        )
+        return bias_act.bias_act(x, self.bias.to(x.dtype), act=self.activation, gain=act_gain, clamp=act_clamp)
 
     def extra_repr(self) -> str:
         return (
@@ -464,15 +451,11 @@ class ToRGBLayer(nn.Module):
         self.bias = nn.Parameter(torch.zeros([out_channels]))
         self.weight_gain = 1 / math.sqrt(in_channels * kernel_size**2)
 
-    def forward(
-        self, x: torch.Tensor, w: torch.Tensor, fused_modconv: bool = True, spatial=None
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, w: torch.Tensor, fused_modconv: bool = True, spatial=None) -> torch.Tensor:
         if self.sel is not None:
             x = self.sel(x, spatial)
         styles = self.affine(w) * self.weight_gain
-        x = modulated_conv2d(
-            x=x, weight=self.weight, styles=styles, demodulate=False, fused_modconv=fused_modconv
-        )
+        x = modulated_conv2d(x=x, weight=self.weight, styles=styles, demodulate=False, fused_modconv=fused_modconv)
         return bias_act.bias_act(x, self.bias.to(x.dtype), clamp=self.conv_clamp)
 
     def extra_repr(self) -> str:
@@ -577,9 +560,7 @@ class SynthesisBlock(nn.Module):
         _check_shape("SynthesisBlock ws", ws, [None, self.num_conv + self.num_torgb, self.w_dim])
         w_iter = iter(ws.unbind(dim=1))
         dtype = _block_dtype(self.use_fp16, force_fp32, ws.device)
-        memory_format = (
-            torch.channels_last if self.channels_last and not force_fp32 else torch.contiguous_format
-        )
+        memory_format = torch.channels_last if self.channels_last and not force_fp32 else torch.contiguous_format
         if fused_modconv is None:
             fused_modconv = (not self.training) and (dtype == torch.float32 or int(ws.shape[0]) == 1)
 
@@ -587,9 +568,7 @@ class SynthesisBlock(nn.Module):
             x = self.const.to(dtype=dtype, memory_format=memory_format)
             x = x.unsqueeze(0).repeat([ws.shape[0], 1, 1, 1])
         else:
-            _check_shape(
-                "SynthesisBlock x", x, [None, self.in_channels, self.resolution // 2, self.resolution // 2]
-            )
+            _check_shape("SynthesisBlock x", x, [None, self.in_channels, self.resolution // 2, self.resolution // 2])
             x = x.to(dtype=dtype, memory_format=memory_format)
 
         lk = dict(fused_modconv=fused_modconv, spatial=spatial, **layer_kwargs)
@@ -635,9 +614,7 @@ class SynthesisNetwork(nn.Module):
         **block_kwargs,
     ):
         if img_resolution < 4 or img_resolution & (img_resolution - 1) != 0:
-            raise ValueError(
-                f"SynthesisNetwork img_resolution: expected a power of two >= 4, got {img_resolution}"
-            )
+            raise ValueError(f"SynthesisNetwork img_resolution: expected a power of two >= 4, got {img_resolution}")
         super().__init__()
         self.init_kwargs = dict(
             w_dim=w_dim,
@@ -728,9 +705,7 @@ class Generator(nn.Module):
             w_dim=w_dim, img_resolution=img_resolution, img_channels=img_channels, **synthesis_kwargs
         )
         self.num_ws = self.synthesis.num_ws
-        self.mapping = MappingNetwork(
-            z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, num_ws=self.num_ws, **mapping_kwargs
-        )
+        self.mapping = MappingNetwork(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, num_ws=self.num_ws, **mapping_kwargs)
 
     def forward(
         self,
@@ -769,9 +744,7 @@ class DiscriminatorBlock(nn.Module):
     ):
         _check_architecture("DiscriminatorBlock", architecture)
         if in_channels not in (0, tmp_channels):
-            raise ValueError(
-                f"DiscriminatorBlock in_channels: expected 0 or {tmp_channels}, got {in_channels}"
-            )
+            raise ValueError(f"DiscriminatorBlock in_channels: expected 0 or {tmp_channels}, got {in_channels}")
         super().__init__()
         self.in_channels = in_channels
         self.resolution = resolution
@@ -790,9 +763,7 @@ class DiscriminatorBlock(nn.Module):
 
         common = dict(activation=activation, conv_clamp=conv_clamp, channels_last=self.channels_last)
         if in_channels == 0 or architecture == "skip":
-            self.fromrgb = Conv2dLayer(
-                img_channels, tmp_channels, kernel_size=1, trainable=trainable(), **common
-            )
+            self.fromrgb = Conv2dLayer(img_channels, tmp_channels, kernel_size=1, trainable=trainable(), **common)
         self.conv0 = Conv2dLayer(tmp_channels, tmp_channels, kernel_size=3, trainable=trainable(), **common)
         self.conv1 = Conv2dLayer(
             tmp_channels,
@@ -820,16 +791,12 @@ class DiscriminatorBlock(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         device = (x if x is not None else img).device
         dtype = _block_dtype(self.use_fp16, force_fp32, device)
-        memory_format = (
-            torch.channels_last if self.channels_last and not force_fp32 else torch.contiguous_format
-        )
+        memory_format = torch.channels_last if self.channels_last and not force_fp32 else torch.contiguous_format
         if x is not None:
             x = x.to(dtype=dtype, memory_format=memory_format)
 
         if self.in_channels == 0 or self.architecture == "skip":
-            _check_shape(
-                "DiscriminatorBlock img", img, [None, self.img_channels, self.resolution, self.resolution]
-            )
+            _check_shape("DiscriminatorBlock img", img, [None, self.img_channels, self.resolution, self.resolution])
             img = img.to(dtype=dtype, memory_format=memory_format)
             y = self.fromrgb(img)
             x = x + y if x is not None else y
@@ -863,8 +830,7 @@ class MinibatchStdLayer(nn.Module):
         f = self.num_channels
         if n % g != 0:
             raise ValueError(
-                f"MinibatchStdLayer: batch size {n} must be divisible by the group size "
-                f"min(mbstd_group_size, N) = {g}"
+                f"MinibatchStdLayer: batch size {n} must be divisible by the group size min(mbstd_group_size, N) = {g}"
             )
         if c % f != 0:
             raise ValueError(f"MinibatchStdLayer: channels {c} must be divisible by mbstd_num_channels={f}")
@@ -905,9 +871,7 @@ class DiscriminatorEpilogue(nn.Module):
 
         if architecture == "skip":
             self.fromrgb = Conv2dLayer(img_channels, in_channels, kernel_size=1, activation=activation)
-        self.mbstd = (
-            MinibatchStdLayer(mbstd_group_size, mbstd_num_channels) if mbstd_num_channels > 0 else None
-        )
+        self.mbstd = MinibatchStdLayer(mbstd_group_size, mbstd_num_channels) if mbstd_num_channels > 0 else None
         self.conv = Conv2dLayer(
             in_channels + mbstd_num_channels,
             in_channels,
@@ -957,9 +921,7 @@ class Discriminator(nn.Module):
         epilogue_kwargs: dict | None = None,
     ):
         if img_resolution < 4 or img_resolution & (img_resolution - 1) != 0:
-            raise ValueError(
-                f"Discriminator img_resolution: expected a power of two >= 4, got {img_resolution}"
-            )
+            raise ValueError(f"Discriminator img_resolution: expected a power of two >= 4, got {img_resolution}")
         _check_architecture("Discriminator", architecture)
         super().__init__()
         block_kwargs = dict(block_kwargs or {})
@@ -1012,9 +974,7 @@ class Discriminator(nn.Module):
             self.mapping = MappingNetwork(
                 z_dim=0, c_dim=c_dim, w_dim=cmap_dim, num_ws=None, w_avg_beta=None, **mapping_kwargs
             )
-        self.b4 = DiscriminatorEpilogue(
-            channels[4], cmap_dim=cmap_dim, resolution=4, **epilogue_kwargs, **common
-        )
+        self.b4 = DiscriminatorEpilogue(channels[4], cmap_dim=cmap_dim, resolution=4, **epilogue_kwargs, **common)
 
     def forward(
         self,
@@ -1029,9 +989,7 @@ class Discriminator(nn.Module):
         The b8 entry is the epilogue input (N × C(4) × 4 × 4) InsGen pools; b8/b16/b32 are EqGAN-SA's taps.
         ``update_emas`` is accepted for API symmetry; D keeps no running averages.
         """
-        _check_shape(
-            "Discriminator img", img, [None, self.img_channels, self.img_resolution, self.img_resolution]
-        )
+        _check_shape("Discriminator img", img, [None, self.img_channels, self.img_resolution, self.img_resolution])
         features = {}
         x = None
         for res in self.block_resolutions:

@@ -60,9 +60,7 @@ def cuda_kernels_built() -> bool:
 def set_backend(name: str) -> None:
     """Select the backend (``auto``, ``compiled`` or ``ref``); ``compiled`` checks the extension now."""
     if name not in BACKENDS:
-        raise ValueError(
-            f"ops backend must be one of {BACKENDS}, got {name!r} (config key ops.backend / {ENV_VAR})"
-        )
+        raise ValueError(f"ops backend must be one of {BACKENDS}, got {name!r} (config key ops.backend / {ENV_VAR})")
     if name == "compiled" and not _load_extension():
         raise RuntimeError(
             "ops backend 'compiled' requested but the extension ops._C is not built "
@@ -99,9 +97,7 @@ def _log_choice() -> None:
             sorted(AUTO_CPU_OPS),
         )
     else:
-        log.info(
-            "ops backend: auto -> ref everywhere, because the extension is not built (%s)", _ext["error"]
-        )
+        log.info("ops backend: auto -> ref everywhere, because the extension is not built (%s)", _ext["error"])
 
 
 def use_compiled(op: str, x: torch.Tensor) -> bool:

@@ -116,9 +116,7 @@ def _grid_sample_fake(input, grid):
 
 @torch.library.register_fake("suite_ops::grid_sample_2d_backward")
 def _grid_sample_backward_fake(grad_out, input, grid, input_grad, grid_grad):
-    gi = (
-        torch.empty_like(input, memory_format=torch.contiguous_format) if input_grad else input.new_empty([0])
-    )
+    gi = torch.empty_like(input, memory_format=torch.contiguous_format) if input_grad else input.new_empty([0])
     gg = torch.empty_like(grid, memory_format=torch.contiguous_format) if grid_grad else grid.new_empty([0])
     return gi, gg
 
@@ -130,9 +128,7 @@ def _grid_sample_setup(ctx, inputs, output):
 
 def _grid_sample_backward(ctx, grad_out):
     input, grid = ctx.saved_tensors
-    gi, gg = lib.grid_sample_2d_backward(
-        grad_out, input, grid, ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-    )
+    gi, gg = lib.grid_sample_2d_backward(grad_out, input, grid, ctx.needs_input_grad[0], ctx.needs_input_grad[1])
     return (gi if ctx.needs_input_grad[0] else None), (gg if ctx.needs_input_grad[1] else None)
 
 
@@ -148,15 +144,11 @@ def _grid_sample_bwd_backward(ctx, gg_input, gg_grid):
             "suite_ops::grid_sample_2d: second derivatives are implemented with respect to the input only "
             "(specs/ops.md §6); the grid must not require grad here. Use the 'ref' backend otherwise."
         )
-    d_grad_out = (
-        lib.grid_sample_2d(gg_input, grid) if gg_input is not None and ctx.needs_input_grad[0] else None
-    )
+    d_grad_out = lib.grid_sample_2d(gg_input, grid) if gg_input is not None and ctx.needs_input_grad[0] else None
     return d_grad_out, None, None, None, None
 
 
-torch.library.register_autograd(
-    "suite_ops::grid_sample_2d", _grid_sample_backward, setup_context=_grid_sample_setup
-)
+torch.library.register_autograd("suite_ops::grid_sample_2d", _grid_sample_backward, setup_context=_grid_sample_setup)
 torch.library.register_autograd(
     "suite_ops::grid_sample_2d_backward", _grid_sample_bwd_backward, setup_context=_grid_sample_bwd_setup
 )

@@ -48,9 +48,7 @@ def _adjusted_padding(f, up, down, padding) -> list[int]:
     return [px0, px1, py0, py1]
 
 
-def conv2d_resample_generic(
-    x, w, f=None, up=1, down=1, padding=0, groups=1, flip_weight=True, flip_filter=False
-):
+def conv2d_resample_generic(x, w, f=None, up=1, down=1, padding=0, groups=1, flip_weight=True, flip_filter=False):
     """The generic composition of specs/ops.md §5 (last row): upfirdn2d(up) -> conv -> upfirdn2d(down).
 
     Every fast path of ``conv2d_resample`` must equal this (tests/ops/test_conv2d_resample.py).
@@ -92,9 +90,7 @@ def conv2d_resample(x, w, f=None, up=1, down=1, padding=0, groups=1, flip_weight
         py0, py1 = py0 - (kh - 1), py1 - (kh - up)
         pxt = max(min(-px0, -px1), 0)
         pyt = max(min(-py0, -py1), 0)
-        x = _conv(
-            x, w, stride=up, padding=[pyt, pxt], groups=groups, transpose=True, flip_weight=not flip_weight
-        )
+        x = _conv(x, w, stride=up, padding=[pyt, pxt], groups=groups, transpose=True, flip_weight=not flip_weight)
         x = _up.upfirdn2d(
             x, f, padding=[px0 + pxt, px1 + pxt, py0 + pyt, py1 + pyt], gain=up**2, flip_filter=flip_filter
         )

@@ -42,13 +42,9 @@ def _grid_sample_ref(input: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
 def grid_sample(input: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     """``F.grid_sample(input, grid, 'bilinear', 'zeros', align_corners=False)``, twice differentiable."""
     if not (isinstance(input, torch.Tensor) and input.ndim == 4):
-        raise ValueError(
-            f"grid_sample: input must be [N, C, H, W], got {getattr(input, 'shape', type(input))}"
-        )
+        raise ValueError(f"grid_sample: input must be [N, C, H, W], got {getattr(input, 'shape', type(input))}")
     if not (isinstance(grid, torch.Tensor) and grid.ndim == 4 and grid.shape[3] == 2):
-        raise ValueError(
-            f"grid_sample: grid must be [N, Ho, Wo, 2], got {getattr(grid, 'shape', type(grid))}"
-        )
+        raise ValueError(f"grid_sample: grid must be [N, Ho, Wo, 2], got {getattr(grid, 'shape', type(grid))}")
     if grid.shape[0] != input.shape[0] or grid.dtype != input.dtype:
         raise ValueError(
             f"grid_sample: grid {tuple(grid.shape)} {grid.dtype} must match input "

@@ -20,9 +20,7 @@ from ops import _backend
 def _parse_scaling(scaling) -> tuple[int, int]:
     if isinstance(scaling, int):
         scaling = [scaling, scaling]
-    if not (
-        isinstance(scaling, (list, tuple)) and len(scaling) == 2 and all(isinstance(s, int) for s in scaling)
-    ):
+    if not (isinstance(scaling, (list, tuple)) and len(scaling) == 2 and all(isinstance(s, int) for s in scaling)):
         raise ValueError(f"upfirdn2d: up/down must be an int or [x, y] ints, got {scaling!r}")
     sx, sy = scaling
     if sx < 1 or sy < 1:
@@ -68,9 +66,7 @@ def setup_filter(f, device=None, normalize=True, flip_filter=False, gain=1, sepa
         f = 1
     f = torch.as_tensor(f, dtype=torch.float32)
     if f.ndim not in (0, 1, 2) or f.numel() == 0:
-        raise ValueError(
-            f"setup_filter: expected a scalar, 1-D or 2-D non-empty filter, got shape {tuple(f.shape)}"
-        )
+        raise ValueError(f"setup_filter: expected a scalar, 1-D or 2-D non-empty filter, got shape {tuple(f.shape)}")
     if f.ndim == 0:
         f = f[np.newaxis]
     if separable is None:
@@ -135,9 +131,7 @@ def _upfirdn2d_compiled(x, f, up, down, padding, flip_filter, gain) -> torch.Ten
 def upfirdn2d(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1) -> torch.Tensor:
     """Upsample (zero insertion), pad, convolve with ``f``, downsample ``x`` [N, C, H, W] (ops.md §2)."""
     if not (isinstance(x, torch.Tensor) and x.ndim == 4):
-        raise ValueError(
-            f"upfirdn2d: x must be a 4-D [N, C, H, W] tensor, got {getattr(x, 'shape', type(x))}"
-        )
+        raise ValueError(f"upfirdn2d: x must be a 4-D [N, C, H, W] tensor, got {getattr(x, 'shape', type(x))}")
     fw, fh = _get_filter_size(f)
     if f is not None and f.requires_grad:
         raise ValueError("upfirdn2d: no gradient with respect to the filter f (specs/ops.md §2.1)")

@@ -57,9 +57,7 @@ _D_REQUIRED = {
 def _check_options(kwargs: dict, required: dict, source: str, name: str) -> None:
     for key, value in required.items():
         if key in kwargs and kwargs[key] != value:
-            raise ValueError(
-                f"{source}: {name} option {key}={kwargs[key]!r} is not supported (needs {value!r})"
-            )
+            raise ValueError(f"{source}: {name} option {key}={kwargs[key]!r} is not supported (needs {value!r})")
 
 
 def _renamed(sd: dict, names: dict, source: str, what: str, reshape: dict | None = None) -> dict:
@@ -88,16 +86,12 @@ def convert_generator(sd: dict, kwargs: dict, source: str) -> dict:
     w_avg = take(sd, "w_avg", source, what)
     w_dim = int(sd["synthesis.layer0.style.weight"].shape[1])
     if tuple(w_avg.shape) != (w_dim,):
-        raise ValueError(
-            f"{source}: Hammer w_avg has shape {tuple(w_avg.shape)}, expected ({w_dim},) (repeat_w)"
-        )
+        raise ValueError(f"{source}: Hammer w_avg has shape {tuple(w_avg.shape)}, expected ({w_dim},) (repeat_w)")
     embed = sd.get("mapping.embedding.weight")
     c_dim, embed_dim = (int(embed.shape[1]), int(embed.shape[0])) if embed is not None else (0, 0)
     dense0 = sd["mapping.dense0.weight"]
     channels = {4: int(sd["synthesis.early_layer.const"].shape[1])}
-    channels.update(
-        {2**k: int(sd[f"synthesis.layer{2 * k - 4}.weight"].shape[0]) for k in range(3, res_log2(R) + 1)}
-    )
+    channels.update({2**k: int(sd[f"synthesis.layer{2 * k - 4}.weight"].shape[0]) for k in range(3, res_log2(R) + 1)})
     channel_base, channel_max = fit_channels(channels, source, (int(kwargs.get("fmaps_base", 32768)),))
     outputs = [b for b in range(res_log2(R) - 1) if f"synthesis.output{b}.weight" in sd]
     residual = any(k.startswith("synthesis.residual") for k in sd)
@@ -266,9 +260,7 @@ def export_generator(G) -> tuple[dict, dict]:
             "torgb": f"output{b}",
             "skip": f"residual{b}",
         }
-        param = {"affine.weight": "style.weight", "affine.bias": "style.bias", "noise_const": "noise"}.get(
-            param, param
-        )
+        param = {"affine.weight": "style.weight", "affine.bias": "style.bias", "noise_const": "noise"}.get(param, param)
         out[f"synthesis.{name[layer]}.{param}"] = value[None, None] if param == "noise" else value
     kwargs = {
         "model_type": "StyleGAN2Generator",

@@ -53,9 +53,7 @@ def module_state_dict(obj: PersistentObject, source: str, prefix: str = "") -> d
         if sub is None:
             continue
         if not isinstance(sub, PersistentObject):
-            raise TypeError(
-                f"{source}: sub-module '{prefix}{name}' is not a persistent NVIDIA module ({sub!r})"
-            )
+            raise TypeError(f"{source}: sub-module '{prefix}{name}' is not a persistent NVIDIA module ({sub!r})")
         out.update(module_state_dict(sub, source, f"{prefix}{name}."))
     return out
 
@@ -66,8 +64,7 @@ def init_kwargs(obj: PersistentObject, arg_names: tuple, source: str) -> dict:
     kwargs = plain(dict(obj.state.get("_init_kwargs") or {}))
     if len(args) > len(arg_names):
         raise ValueError(
-            f"{source}: {obj.class_name} has {len(args)} positional init args, expected at most "
-            f"{len(arg_names)}"
+            f"{source}: {obj.class_name} has {len(args)} positional init args, expected at most {len(arg_names)}"
         )
     kwargs.update(dict(zip(arg_names, plain(args))))
     return kwargs
@@ -97,8 +94,7 @@ def convert_network(obj, name: str, source: str) -> dict:
         raise TypeError(f"{source}: '{name}' is {type(obj).__name__}, expected a pickled NVIDIA network")
     if obj.class_name not in _CLASSES:
         raise ValueError(
-            f"{source}: '{name}' is a '{obj.class_name}', "
-            "expected an NVIDIA StyleGAN2 Generator or Discriminator"
+            f"{source}: '{name}' is a '{obj.class_name}', expected an NVIDIA StyleGAN2 Generator or Discriminator"
         )
     class_name, arg_names = _CLASSES[obj.class_name]
     state_dict = module_state_dict(obj, source)
@@ -106,8 +102,7 @@ def convert_network(obj, name: str, source: str) -> dict:
     if class_name == GENERATOR:
         if any(k.startswith(("synthesis.input.", "synthesis.L0_")) for k in state_dict):
             raise ValueError(
-                f"{source}: '{name}' is a StyleGAN3 generator (networks_stylegan3); "
-                "only StyleGAN2 is supported"
+                f"{source}: '{name}' is a StyleGAN3 generator (networks_stylegan3); only StyleGAN2 is supported"
             )
         kwargs = generator_kwargs(kwargs, source)
     return entry(class_name, kwargs, state_dict)

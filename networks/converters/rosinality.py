@@ -49,9 +49,7 @@ def _mod_layer(sd: dict, src: str, dst: str, out: dict, source: str, torgb: bool
         out[f"{dst}.bias"] = as_tensor(take(sd, f"{src}.bias", source, "rosinality generator")).reshape(-1)
     else:
         out[f"{dst}.bias"] = as_tensor(take(sd, f"{src}.activate.bias", source, "rosinality generator"))
-        out[f"{dst}.noise_strength"] = as_tensor(
-            take(sd, f"{src}.noise.weight", source, "rosinality generator")
-        )
+        out[f"{dst}.noise_strength"] = as_tensor(take(sd, f"{src}.noise.weight", source, "rosinality generator"))
         out[f"{dst}.noise_strength"] = out[f"{dst}.noise_strength"].reshape([])
 
 
@@ -102,18 +100,12 @@ def convert_generator(sd: dict, latent_avg, source: str) -> dict:
         _mod_layer(sd, f"convs.{2 * j}", f"synthesis.b{r}.conv0", out, source)
         _mod_layer(sd, f"convs.{2 * j + 1}", f"synthesis.b{r}.conv1", out, source)
         _mod_layer(sd, f"to_rgbs.{j}", f"synthesis.b{r}.torgb", out, source, torgb=True)
-        out[f"synthesis.b{r}.conv0.noise_const"] = as_tensor(
-            take(sd, f"noises.noise_{2 * k - 5}", source, what)[0, 0]
-        )
-        out[f"synthesis.b{r}.conv1.noise_const"] = as_tensor(
-            take(sd, f"noises.noise_{2 * k - 4}", source, what)[0, 0]
-        )
+        out[f"synthesis.b{r}.conv0.noise_const"] = as_tensor(take(sd, f"noises.noise_{2 * k - 5}", source, what)[0, 0])
+        out[f"synthesis.b{r}.conv1.noise_const"] = as_tensor(take(sd, f"noises.noise_{2 * k - 4}", source, what)[0, 0])
     used = {f"style.{i}.{p}" for i in range(1, n_mlp + 1) for p in ("weight", "bias")}
     used |= {"input.input"} | {f"noises.noise_{i}" for i in range(2 * n_convs + 1)}
     for prefix in (
-        ["conv1", "to_rgb1"]
-        + [f"convs.{i}" for i in range(n_convs)]
-        + [f"to_rgbs.{j}" for j in range(n_convs // 2)]
+        ["conv1", "to_rgb1"] + [f"convs.{i}" for i in range(n_convs)] + [f"to_rgbs.{j}" for j in range(n_convs // 2)]
     ):
         used |= {f"{prefix}.{k}" for k in (*_LAYER, "bias", "activate.bias", "noise.weight")}
     _check_consumed(sd, used, source, what)

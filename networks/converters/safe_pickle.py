@@ -89,9 +89,7 @@ class TFNetwork:
 
     def __setstate__(self, state) -> None:
         if not isinstance(state, dict):
-            raise pickle.UnpicklingError(
-                f"dnnlib.tflib.network.Network state: expected a dict, got {state!r}"
-            )
+            raise pickle.UnpicklingError(f"dnnlib.tflib.network.Network state: expected a dict, got {state!r}")
         self.state = state
 
     def __repr__(self) -> str:
@@ -336,9 +334,7 @@ class RestrictedUnpickler(pickle.Unpickler):
 def _flat_from_bytes(data: bytes, dtype: torch.dtype, source: str, key: str) -> torch.Tensor:
     size = torch.empty((), dtype=dtype).element_size()
     if len(data) % size:
-        raise pickle.UnpicklingError(
-            f"{source}: storage {key} has {len(data)} bytes, not a multiple of {size}"
-        )
+        raise pickle.UnpicklingError(f"{source}: storage {key} has {len(data)} bytes, not a multiple of {size}")
     if not data:
         return torch.empty(0, dtype=dtype)
     return torch.frombuffer(bytearray(data), dtype=dtype)

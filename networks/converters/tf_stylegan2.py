@@ -72,9 +72,7 @@ def _static(state: dict, known: set, source: str) -> dict:
     kwargs = plain(dict(state.get("static_kwargs") or {}))
     ignored = sorted(set(kwargs) - known)
     if ignored:
-        log.info(
-            "%s: %s: static kwargs %s are implied by shapes or unused", source, state.get("name"), ignored
-        )
+        log.info("%s: %s: static kwargs %s are implied by shapes or unused", source, state.get("name"), ignored)
     return kwargs
 
 
@@ -108,9 +106,7 @@ def convert_tf_generator(state: dict, source: str) -> dict:
     w_dim = take(p, "synthesis/4x4/Conv/mod_weight", source, what).shape[0]
     img_channels = take(p, f"synthesis/{R}x{R}/ToRGB/weight", source, what).shape[-1]
     channels = {4: take(p, "synthesis/4x4/Const/const", source, what).shape[1]}
-    channels.update(
-        {r: take(p, f"synthesis/{r}x{r}/Conv1/weight", source, what).shape[3] for r in resolutions[1:]}
-    )
+    channels.update({r: take(p, f"synthesis/{r}x{r}/Conv1/weight", source, what).shape[3] for r in resolutions[1:]})
     channel_base, channel_max = fit_channels(channels, source, (2 * int(kw.get("fmap_base", 16384)), 32768))
     if R > 4 and f"synthesis/{R}x{R}/Skip/weight" in p:
         architecture = "resnet"

@@ -186,7 +186,5 @@ def test_prepare_data_rerun_identical_and_counts_skips(tmp_path):
     assert (tmp_path / "a.zip").read_bytes() == (tmp_path / "b.zip").read_bytes()
     ds = ImageFolderDataset(tmp_path / "a.zip")
     with zipfile.ZipFile(tmp_path / "a.zip") as zf:
-        assert zf.namelist()[0] == "00000/img00000000.png" and json.loads(zf.read("dataset.json")) == {
-            "labels": None
-        }
+        assert zf.namelist()[0] == "00000/img00000000.png" and json.loads(zf.read("dataset.json")) == {"labels": None}
     assert len(ds) == 5 and ds.resolution == 8

@@ -120,9 +120,7 @@ def test_experiment_configs_compose_and_instantiate(experiment):
     model = instantiate(cfg.model, _convert_="partial")
     assert isinstance(model, ImageClassifier)
     replaced = model.net.compconv_replaced
-    assert "stem" not in replaced and all(
-        isinstance(model.net.get_submodule(n), CompConv2d) for n in replaced
-    )
+    assert "stem" not in replaced and all(isinstance(model.net.get_submodule(n), CompConv2d) for n in replaced)
     size = cfg.data.image_size
     with torch.no_grad():
         assert model.eval()(torch.zeros(1, 3, size, size)).shape == (1, cfg.data.num_classes)

@@ -125,9 +125,7 @@ def test_training_changes_weights_writes_checkpoint_and_resumes_exactly(tmp_path
     start = _weights(full)
     tiny_trainer(tmp_path / "full").fit(full, datamodule=tiny_datamodule())
     assert int(full.iteration) == 5
-    changed = [
-        k for k in start if k.startswith(("G.", "D.")) and not torch.equal(start[k], full.state_dict()[k])
-    ]
+    changed = [k for k in start if k.startswith(("G.", "D.")) and not torch.equal(start[k], full.state_dict()[k])]
     assert changed, "training did not change any weight"
 
     # Interrupted after 3 iterations (checkpoint at the end), then resumed to 5.

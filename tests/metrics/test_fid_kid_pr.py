@@ -178,9 +178,7 @@ def test_presets_and_missing_detector_message(tmp_path):
         "full",
         "nvidia_inception",
     )
-    assert {
-        q.name for name in ("fid10k", "fid10k_full", "kid50k_full", "pr50k3_full") for q in load_preset(name)
-    } == {
+    assert {q.name for name in ("fid10k", "fid10k_full", "kid50k_full", "pr50k3_full") for q in load_preset(name)} == {
         "fid10k",
         "fid10k_full",
         "kid50k_full",

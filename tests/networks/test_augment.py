@@ -126,9 +126,7 @@ def test_each_op_fires_at_multiplier_times_p(op):
     assert set(params) == {key}
     q = mult * p
     # xflip/lumaflip: i in {0, 1}; rotate90: k in {0..3}; imgfilter: 4 bands each firing with q.
-    expected = {"xflip": q / 2, "lumaflip": q / 2, "rotate90": 0.75 * q, "imgfilter": 1 - (1 - q) ** 4}.get(
-        op, q
-    )
+    expected = {"xflip": q / 2, "lumaflip": q / 2, "rotate90": 0.75 * q, "imgfilter": 1 - (1 - q) ** 4}.get(op, q)
     assert _identity_rate(params, key) == pytest.approx(expected, abs=0.015)
 
 
@@ -194,9 +192,7 @@ def test_rotate90_matches_torch_rot90(k):
     errors = [(y - torch.rot90(x, j, dims=(2, 3))).abs().max().item() for j in range(4)]
     # exact for k = 0; otherwise up to the sub-pixel offset of the asymmetric sym6 filter (as upstream)
     assert errors[k] < (1e-5 if k == 0 else 0.1) and sorted(errors)[1] > 0.5
-    G = AugmentPipe(rotate90=1, p=1).sample_params(
-        400, 3, 16, 16, generator=torch.Generator().manual_seed(7)
-    )["geom"]
+    G = AugmentPipe(rotate90=1, p=1).sample_params(400, 3, 16, 16, generator=torch.Generator().manual_seed(7))["geom"]
     allowed = torch.stack([augment._rotate2d(torch.tensor([math.pi / 2 * j]))[0] for j in range(4)])
     match = ((G[:, None] - allowed[None]).abs().amax(dim=(2, 3)) < 1e-6).float()
     assert (match.sum(1) == 1).all() and (match.mean(0) > 0.15).all()
@@ -279,12 +275,8 @@ def test_imgfilter_bands():
     i = torch.arange(24)
     checker = ((-1.0) ** (i[:, None] + i[None, :])).expand(1, 3, 24, 24)
     lowpass = torch.tensor([[1.0, 0, 0, 0]])
-    torch.testing.assert_close(
-        pipe.apply(checker, {"filter": lowpass}), torch.zeros_like(checker), atol=1e-5, rtol=0
-    )
-    torch.testing.assert_close(
-        pipe.apply(torch.ones(1, 3, 24, 24), {"filter": lowpass}), torch.ones(1, 3, 24, 24)
-    )
+    torch.testing.assert_close(pipe.apply(checker, {"filter": lowpass}), torch.zeros_like(checker), atol=1e-5, rtol=0)
+    torch.testing.assert_close(pipe.apply(torch.ones(1, 3, 24, 24), {"filter": lowpass}), torch.ones(1, 3, 24, 24))
     with pytest.raises(ValueError, match="larger than 21 pixels"):
         pipe.apply(torch.ones(1, 3, 16, 16), {"filter": lowpass})
 
@@ -316,9 +308,7 @@ def test_generator_and_global_rng_reproducible():
 
 BACKENDS = [
     "ref",
-    pytest.param(
-        "compiled", marks=pytest.mark.skipif(not _backend.extension_available(), reason="ops._C not built")
-    ),
+    pytest.param("compiled", marks=pytest.mark.skipif(not _backend.extension_available(), reason="ops._C not built")),
 ]
 
 
@@ -334,9 +324,7 @@ def ops_backend(request):
 @pytest.mark.parametrize("ops_backend", BACKENDS, indirect=True)
 def test_r1_through_pipe_backprops_to_discriminator(ops_backend):
     torch.manual_seed(14)
-    D = nn.Sequential(
-        nn.Conv2d(3, 4, 3, padding=1), nn.LeakyReLU(0.2), nn.Flatten(), nn.Linear(4 * 16 * 16, 1)
-    )
+    D = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.LeakyReLU(0.2), nn.Flatten(), nn.Linear(4 * 16 * 16, 1))
     pipe = AugmentPipe.from_preset("bgcfnc", imgfilter=0, p=1.0)  # 16 px is below the filter bank's padding
     x = torch.randn(4, 3, 16, 16, requires_grad=True)
     logits = D(pipe(x))

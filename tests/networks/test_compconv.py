@@ -204,9 +204,7 @@ def test_convert_model_keeps_shapes_stem_and_1x1(build, size):
     net = build()
     x = torch.randn(2, 3, size, size)
     kxk = _kxk_convs(net) - {"stem"}
-    one_by_one = {
-        n: m for n, m in net.named_modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1)
-    }
+    one_by_one = {n: m for n, m in net.named_modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1)}
     vanilla_macs = count_macs(net, x).total
     convert_model(net, c0=32)
     assert net(x).shape == (2, 10)

@@ -119,9 +119,7 @@ def _compare(a: dict, b: dict, io):
     with torch.no_grad():
         assert torch.equal(a["D"](io["d_reals"], c), b["D"](io["d_reals"], c))
         x = a["G_ema"](io["z"], c, truncation_psi=0.5, truncation_cutoff=3, noise_mode="const")
-        assert torch.equal(
-            x, b["G_ema"](io["z"], c, truncation_psi=0.5, truncation_cutoff=3, noise_mode="const")
-        )
+        assert torch.equal(x, b["G_ema"](io["z"], c, truncation_psi=0.5, truncation_cutoff=3, noise_mode="const"))
 
 
 def test_rosinality_round_trip_legacy_file_with_args(snapshot, tmp_path):
@@ -177,9 +175,7 @@ def test_hammer_shape_mismatch_names_tensor_and_shapes(snapshot):
     ckpt["models"]["generator"]["synthesis.layer1.bias"] = torch.zeros(bias.numel() + 1)
     spec = hammer.convert_hammer(ckpt, "hammer.pth")["networks"]["G"]
     n = bias.numel()
-    with pytest.raises(
-        ValueError, match=rf"'synthesis\.b8\.conv0\.bias' has shape \({n + 1},\).*expects \({n},\)"
-    ):
+    with pytest.raises(ValueError, match=rf"'synthesis\.b8\.conv0\.bias' has shape \({n + 1},\).*expects \({n},\)"):
         build_network(spec, "hammer.pth", "G")
 
 

@@ -105,9 +105,7 @@ def test_fixture_parity(cfg):
             **tol_img,
         )
         mixed = torch.cat([ws[:, :3], G.mapping(z2, c)[:, 3:]], dim=1)
-        torch.testing.assert_close(
-            G.synthesis(mixed, noise_mode="const"), io["img_mixed_cut3_const"], **tol_img
-        )
+        torch.testing.assert_close(G.synthesis(mixed, noise_mode="const"), io["img_mixed_cut3_const"], **tol_img)
         # End to end through G.forward.
         torch.testing.assert_close(G(z, c, noise_mode="const"), io["img_const"], **tol_img)
         torch.testing.assert_close(D(io["img_const"], c), io["d_logits_img_const"], **tol_img)
@@ -350,9 +348,7 @@ def test_fp16_blocks_run_fp32_on_cpu_and_match():
         img = G16.synthesis(ws, noise_mode="const")
         assert img.dtype == torch.float32
         torch.testing.assert_close(img, G32.synthesis(ws, noise_mode="const"), atol=0, rtol=0)
-        torch.testing.assert_close(
-            img, G16.synthesis(ws, noise_mode="const", force_fp32=True), atol=0, rtol=0
-        )
+        torch.testing.assert_close(img, G16.synthesis(ws, noise_mode="const", force_fp32=True), atol=0, rtol=0)
         x, _ = G16.synthesis.b4(None, None, ws[:, :2])
         assert G16.synthesis.b8(x, None, ws[:, 1:4])[0].dtype == torch.float32
         torch.testing.assert_close(D16(img, None), D32(img, None), atol=0, rtol=0)

@@ -70,9 +70,7 @@ def test_upfirdn2d_compiled_matches_reference(case, shape):
         torch.testing.assert_close(a, b, atol=1e-7, rtol=1e-6)
     # float32 forward too.
     x32 = x.detach().float()
-    torch.testing.assert_close(
-        _upfirdn2d_compiled(x32, f, **kw), _upfirdn2d_ref(x32, f, **kw), atol=1e-5, rtol=1e-5
-    )
+    torch.testing.assert_close(_upfirdn2d_compiled(x32, f, **kw), _upfirdn2d_ref(x32, f, **kw), atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -81,9 +79,7 @@ def test_upfirdn2d_low_precision(dtype):
     f = setup_filter([1, 3, 3, 1])
     y = _upfirdn2d_compiled(x.to(dtype), f, 2, 1, [2, 1], False, 4.0)
     assert y.dtype == dtype
-    torch.testing.assert_close(
-        y.float(), _upfirdn2d_ref(x, f, 2, 1, [2, 1], False, 4.0), atol=3e-2, rtol=3e-2
-    )
+    torch.testing.assert_close(y.float(), _upfirdn2d_ref(x, f, 2, 1, [2, 1], False, 4.0), atol=3e-2, rtol=3e-2)
 
 
 @pytest.mark.parametrize("act", sorted(activation_funcs))
@@ -245,9 +241,7 @@ def test_backend_changes_speed_not_results(use_backend):
 def test_auto_backend_picks_compiled_on_cpu(use_backend):
     use_backend("auto")
     x = torch.zeros(1)
-    assert all(
-        _backend.use_compiled(op, x) == (op in _backend.AUTO_CPU_OPS) for op in ("upfirdn2d", "bias_act")
-    )
+    assert all(_backend.use_compiled(op, x) == (op in _backend.AUTO_CPU_OPS) for op in ("upfirdn2d", "bias_act"))
 
 
 def test_grid_all_parameters_quick():

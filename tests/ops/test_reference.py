@@ -172,9 +172,7 @@ def test_reference_gradgradcheck_upfirdn2d_bias_act():
     torch.manual_seed(0)
     x = torch.randn(1, 1, 4, 3, dtype=torch.float64, requires_grad=True)
     f = setup_filter([1, 3, 3, 1]).double()
-    assert torch.autograd.gradgradcheck(
-        lambda t: _upfirdn2d_ref(t, f, up=2, down=1, padding=[2, 1, 1, -1]), (x,)
-    )
+    assert torch.autograd.gradgradcheck(lambda t: _upfirdn2d_ref(t, f, up=2, down=1, padding=[2, 1, 1, -1]), (x,))
     b = torch.randn(1, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradgradcheck(lambda t, c: _bias_act_ref(t, c, act="swish", clamp=1.0), (x, b))
 
