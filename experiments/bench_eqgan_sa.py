@@ -25,16 +25,14 @@ VARIANTS = ("plain", "sel", "sel+align", "sel+align+di")
 def build(variant: str, res: int):
     import torch
 
-    from experiments.bench_train import bench_networks
+    from experiments.bench_train import bench_module_kwargs, bench_networks
     from lightning_modules.eqgan_sa import EqGANModule
     from lightning_modules.gan import AdversarialModule
-    from networks.augment import AugmentPipe
     from networks.eqgan_sa import EqGANGenerator
 
     torch.manual_seed(0)
     G, D = bench_networks(res)
-    kwargs = dict(batch_size=8, r1_gamma=0.0002 * res * res / 8, sample_every_kimg=1e9, ema_rampup=0.05)
-    kwargs.update(augment_pipe=AugmentPipe.from_preset("bgc"), augment_p=0.2, ada={"kimg": 100})
+    kwargs = bench_module_kwargs(res)
     if variant == "plain":
         return AdversarialModule(G, D, **kwargs)
     G = EqGANGenerator(**G.init_kwargs, use_sel=True)

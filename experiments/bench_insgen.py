@@ -25,15 +25,13 @@ VARIANTS = ("ada", "insgen", "insgen-no-g")
 def build(variant: str, res: int):
     import torch
 
-    from experiments.bench_train import bench_networks
+    from experiments.bench_train import bench_module_kwargs, bench_networks
     from lightning_modules.gan import AdversarialModule
     from lightning_modules.insgen import InsGenModule
-    from networks.augment import AugmentPipe
 
     torch.manual_seed(0)
     G, D = bench_networks(res)
-    kwargs = dict(batch_size=8, r1_gamma=0.0002 * res * res / 8, sample_every_kimg=1e9, ema_rampup=0.05)
-    kwargs.update(augment_pipe=AugmentPipe.from_preset("bgc"), augment_p=0.2, ada={"kimg": 100})
+    kwargs = bench_module_kwargs(res)
     if variant == "ada":
         return AdversarialModule(G, D, **kwargs)
     insgen = {"queue": {"real_size": 10, "fake_size": 10}}  # 5 % of the 200 mirrored faces

@@ -46,6 +46,21 @@ def bench_networks(res: int, c_dim: int = 0):
     return G, D
 
 
+def bench_module_kwargs(res: int) -> dict:
+    """AdversarialModule arguments of the benchmark: ADA bgc at p = 0.2, the auto preset's gamma, no grids."""
+    from networks.augment import AugmentPipe
+
+    return dict(
+        batch_size=8,
+        r1_gamma=0.0002 * res * res / 8,
+        sample_every_kimg=1e9,
+        ema_rampup=0.05,
+        augment_pipe=AugmentPipe.from_preset("bgc"),
+        augment_p=0.2,
+        ada={"kimg": 100},
+    )
+
+
 def time_training_steps(module, datamodule, warmup: int, iters: int) -> list[float]:
     """Wall seconds of each of ``iters`` training steps after ``warmup`` steps, through a real Trainer."""
     import pytorch_lightning as pl
@@ -85,18 +100,14 @@ def run_one(res: int, backend: str, iters: int, method: str) -> dict:
     import ops
     from datamodules.embedded import EmbeddedImageDataModule
     from lightning_modules.gan import AdversarialModule
-    from networks.augment import AugmentPipe
 
     torch.set_num_threads(2)
     ops.set_backend(backend)
     torch.manual_seed(0)
     G, D = bench_networks(res)
-    kwargs = dict(batch_size=8, r1_gamma=0.0002 * res * res / 8, sample_every_kimg=1e9, ema_rampup=0.05)
-    pipe = AugmentPipe.from_preset("bgc")
-    if method == "stylegan2_ada":
-        module = AdversarialModule(G, D, augment_pipe=pipe, augment_p=0.2, ada={"kimg": 100}, **kwargs)
-    else:
+    if method != "stylegan2_ada":
         raise ValueError(f"unknown method {method!r}")
+    module = AdversarialModule(G, D, **bench_module_kwargs(res))
     dm = EmbeddedImageDataModule(name="faces", resolution=res, batch_size=8, num_workers=0, xflip=True)
     times = time_training_steps(module, dm, warmup=2, iters=iters)
     return {
