@@ -34,7 +34,7 @@ def tiny_networks(c_dim: int = 0):
     return G, D
 
 
-def tiny_module(batch_size: int = 4, total_kimg: float = 0.012, augment: bool = True, **kwargs):
+def tiny_module(batch_size: int = 4, total_kimg: float = 0.012, augment: bool = True, cls=AdversarialModule, **kwargs):
     G, D = tiny_networks()
     pipe = AugmentPipe.from_preset("bgc") if augment else None
     defaults = dict(
@@ -52,7 +52,7 @@ def tiny_module(batch_size: int = 4, total_kimg: float = 0.012, augment: bool = 
         ada={"target": 0.6, "interval": 2, "kimg": 1} if augment else None,
     )
     defaults.update(kwargs)
-    return AdversarialModule(G, D, augment_pipe=pipe, **defaults)
+    return cls(G, D, augment_pipe=pipe, **defaults)
 
 
 def tiny_datamodule(batch_size: int = 4) -> EmbeddedImageDataModule:

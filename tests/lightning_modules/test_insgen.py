@@ -10,7 +10,6 @@ import torch
 
 from lightning_modules.callbacks.checkpointing import KimgCheckpoint
 from lightning_modules.insgen import InsGenModule, default_queue_size, parse_insgen_config
-from networks.augment import AugmentPipe
 from networks.checkpoint import save_networks
 from tests.lightning_modules.gan_helpers import tiny_datamodule, tiny_module, tiny_networks, tiny_trainer
 
@@ -18,23 +17,9 @@ CONF = Path(__file__).resolve().parents[2] / "conf"
 
 
 def tiny_insgen(cls=InsGenModule, insgen=None, **kwargs):
-    G, D = tiny_networks()
-    defaults = dict(
-        batch_size=4,
-        total_kimg=0.008,
-        r1_gamma=1.0,
-        g_reg_interval=2,
-        d_reg_interval=2,
-        ema_kimg=0.01,
-        ema_rampup=0.05,
-        sample_grid=(2, 2),
-        sample_every_kimg=100,
-        augment_p=0.2,
-        ada={"target": 0.6, "interval": 2, "kimg": 1},
-    )
-    defaults.update(kwargs)
+    kwargs.setdefault("total_kimg", 0.008)
     cfg = {"queue": {"real_size": 6, "fake_size": 6}, **(insgen or {})}
-    return cls(G, D, augment_pipe=AugmentPipe.from_preset("bgc"), insgen=cfg, **defaults)
+    return tiny_module(cls=cls, insgen=cfg, **kwargs)
 
 
 def flat(module) -> torch.Tensor:

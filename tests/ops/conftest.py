@@ -25,3 +25,23 @@ def fixture_records():
     if not os.path.exists(FIXTURE):
         pytest.skip(f"golden fixture {FIXTURE} not present")
     return torch.load(FIXTURE, weights_only=False)
+
+
+def check_fixture_parity(records) -> None:
+    """Outputs and gradients of the active backend against ops_reference.pt (NVIDIA's reference path)."""
+    from ops.bias_act import bias_act, set_linear_clamp_grad
+    from ops.upfirdn2d import upfirdn2d
+
+    set_linear_clamp_grad("mask")  # the fixture's linear+clamp gradient masks (specs/ops.md §3.3)
+    for rec in records:
+        x = rec["x"].clone().requires_grad_()
+        if rec["op"] == "upfirdn2d":
+            y = upfirdn2d(x, rec["f"], **rec["params"])
+            (y * rec["grad_out"]).sum().backward()
+        else:
+            b = rec["b"].clone().requires_grad_()
+            y = bias_act(x, b, **rec["params"])
+            (y * rec["grad_out"]).sum().backward()
+            torch.testing.assert_close(b.grad, rec["grad_b"], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(y, rec["y"], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(x.grad, rec["grad_x"], atol=1e-5, rtol=1e-5)

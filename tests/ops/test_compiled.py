@@ -20,6 +20,7 @@ from ops.bias_act import (
 )
 from ops.grid_sample import _grid_sample_ref, grid_sample
 from ops.upfirdn2d import _upfirdn2d_compiled, _upfirdn2d_ref, setup_filter, upfirdn2d
+from tests.ops.conftest import check_fixture_parity
 
 pytestmark = pytest.mark.skipif(
     not _backend.extension_available(),
@@ -203,19 +204,7 @@ def test_torch_compile_fullgraph(use_backend):
 
 def test_fixture_parity_compiled(fixture_records, use_backend):
     use_backend("compiled")
-    set_linear_clamp_grad("mask")  # the fixture comes from NVIDIA's reference path
-    for rec in fixture_records:
-        x = rec["x"].clone().requires_grad_()
-        if rec["op"] == "upfirdn2d":
-            y = upfirdn2d(x, rec["f"], **rec["params"])
-            (y * rec["grad_out"]).sum().backward()
-        else:
-            b = rec["b"].clone().requires_grad_()
-            y = bias_act(x, b, **rec["params"])
-            (y * rec["grad_out"]).sum().backward()
-            torch.testing.assert_close(b.grad, rec["grad_b"], atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(y, rec["y"], atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(x.grad, rec["grad_x"], atol=1e-5, rtol=1e-5)
+    check_fixture_parity(fixture_records)
 
 
 def test_backend_changes_speed_not_results(use_backend):

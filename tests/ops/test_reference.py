@@ -13,24 +13,13 @@ from ops.bias_act import _bias_act_ref, activation_funcs, bias_act, set_linear_c
 from ops.conv2d_resample import conv2d_resample, conv2d_resample_generic
 from ops.grid_sample import _grid_sample_ref, grid_sample
 from ops.upfirdn2d import _upfirdn2d_ref, downsample2d, filter2d, setup_filter, upfirdn2d, upsample2d
+from tests.ops.conftest import check_fixture_parity
 
 
 def test_fixture_parity_reference(fixture_records, use_backend):
     """ops_reference.pt comes from NVIDIA's reference path; linear+clamp there masks (specs/ops.md §3.3)."""
     use_backend("ref")
-    set_linear_clamp_grad("mask")
-    for rec in fixture_records:
-        x = rec["x"].clone().requires_grad_()
-        if rec["op"] == "upfirdn2d":
-            y = upfirdn2d(x, rec["f"], **rec["params"])
-            (y * rec["grad_out"]).sum().backward()
-        else:
-            b = rec["b"].clone().requires_grad_()
-            y = bias_act(x, b, **rec["params"])
-            (y * rec["grad_out"]).sum().backward()
-            torch.testing.assert_close(b.grad, rec["grad_b"], atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(y, rec["y"], atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(x.grad, rec["grad_x"], atol=1e-5, rtol=1e-5)
+    check_fixture_parity(fixture_records)
 
 
 def test_upfirdn2d_matches_scipy_upfirdn_1d():
