@@ -1,13 +1,20 @@
-"""Seconds per StyleGAN2-ADA training step and peak memory on the CPU (issue: foundation benchmark).
+"""Seconds per GAN training step and peak memory on the CPU (foundation and InsGen benchmarks).
 
 Setting of the reference measurement: batch 8, channel_base 16384, channel_max 256, 8 mapping layers, 2 threads,
 32x32 and 64x64; the step time is amortised over lazy regularisation (16 iterations = 1 Dreg + 4 Greg).
 Every configuration runs in its own subprocess (peak RSS per configuration; the allocator setting is an
 environment variable read at process start). Printed: median seconds per amortised step over repeats and the
-ratios against the baselines measured in the same run.
+ratios against the baselines measured in the same run (ops ref, stock allocator, the StyleGAN2-ADA row).
+
+Methods: ``stylegan2_ada``; ``insgen`` (query views read off the adversarial D passes, the suite default);
+``insgen-separate`` (the original's separate query passes); ``insgen-no-g`` (lambda_g = 0).
+``--flops`` also counts the convolution and matmul FLOPs of one amortised step and measures this machine's
+sgemm peak: their ratio is a lower bound on the step time of any implementation doing the same work.
 
     python experiments/bench_train.py                 # full matrix
-    python experiments/bench_train.py --res 32 --repeats 1
+    python experiments/bench_train.py --res 32 --repeats 1 --flops
+    python experiments/bench_train.py --res 32 --backends auto --allocators tuned \
+        --methods stylegan2_ada insgen insgen-separate
 """
 
 from __future__ import annotations
@@ -61,6 +68,31 @@ def bench_module_kwargs(res: int) -> dict:
     )
 
 
+METHODS = ("stylegan2_ada", "insgen", "insgen-separate", "insgen-no-g")
+
+
+def bench_module(method: str, res: int):
+    """The module of one benchmark row on :func:`bench_networks` (seeded, so every row starts alike)."""
+    import torch
+
+    from lightning_modules.gan import AdversarialModule
+    from lightning_modules.insgen import InsGenModule
+
+    torch.manual_seed(0)
+    G, D = bench_networks(res)
+    kwargs = bench_module_kwargs(res)
+    if method == "stylegan2_ada":
+        return AdversarialModule(G, D, **kwargs)
+    insgen = {"queue": {"real_size": 10, "fake_size": 10}}  # 5 % of the 200 mirrored faces
+    if method == "insgen-separate":
+        insgen["query_view"] = "separate"
+    elif method == "insgen-no-g":
+        insgen["lambda_g"] = 0.0
+    elif method != "insgen":
+        raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
+    return InsGenModule(G, D, insgen=insgen, **kwargs)
+
+
 def time_training_steps(module, datamodule, warmup: int, iters: int) -> list[float]:
     """Wall seconds of each of ``iters`` training steps after ``warmup`` steps, through a real Trainer."""
     import pytorch_lightning as pl
@@ -99,21 +131,67 @@ def run_one(res: int, backend: str, iters: int, method: str) -> dict:
 
     import ops
     from datamodules.embedded import EmbeddedImageDataModule
-    from lightning_modules.gan import AdversarialModule
 
     torch.set_num_threads(2)
     ops.set_backend(backend)
-    torch.manual_seed(0)
-    G, D = bench_networks(res)
-    if method != "stylegan2_ada":
-        raise ValueError(f"unknown method {method!r}")
-    module = AdversarialModule(G, D, **bench_module_kwargs(res))
+    module = bench_module(method, res)
     dm = EmbeddedImageDataModule(name="faces", resolution=res, batch_size=8, num_workers=0, xflip=True)
     times = time_training_steps(module, dm, warmup=2, iters=iters)
     return {
         "sec_per_step": sum(times) / len(times),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
+
+
+def amortised_gflop(method: str, res: int) -> dict[str, float]:
+    """Convolution + matmul GFLOP of each phase at batch 8 and of one amortised step (Gmain + Dmain every
+    iteration, Greg every 4th, Dreg every 16th), counted with torch's FLOP formulas on the ops as dispatched."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils.flop_counter import flop_registry
+
+    class Count(TorchDispatchMode):
+        total = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            out = func(*args, **kwargs)
+            if func._overloadpacket in flop_registry:
+                self.total += flop_registry[func._overloadpacket](*args, **kwargs, out_val=out)
+            return out
+
+    module = bench_module(method, res)
+    module.trainer = None
+    real, c = torch.rand(8, 3, res, res) * 2 - 1, torch.zeros(8, 0)
+    weights = {"Gmain": 1.0, "Greg": 1 / 4, "Dmain": 1.0, "Dreg": 1 / 16}
+    out = {}
+    for phase, weight in weights.items():
+        trained, frozen = (module.G, module.D) if phase.startswith("G") else (module.D, module.G)
+        trained.requires_grad_(True)
+        frozen.requires_grad_(False)
+        module._stats = {}
+        loss_fn = getattr(module, f"{phase[0].lower()}{phase[1:].lower()}_loss")
+        with Count() as count:
+            sum(loss_fn(real, c).values()).backward()
+        module.zero_grad(set_to_none=True)
+        out[phase] = count.total / 1e9
+        out["amortised"] = out.get("amortised", 0.0) + weight * out[phase]
+    return out
+
+
+def sgemm_peak_gflops(n: int = 2048, repeats: int = 7) -> float:
+    """Best-of-``repeats`` fp32 matmul rate of this machine with the benchmark's 2 threads."""
+    import torch
+
+    torch.set_num_threads(2)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best / 1e9
 
 
 def spawn(res: int, backend: str, allocator: str, iters: int, method: str) -> dict:
@@ -136,6 +214,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--allocators", nargs="+", default=["stock", "tuned"])
     ap.add_argument("--iters", type=int, default=16, help="timed steps (16 = one full lazy-reg cycle)")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--methods", nargs="+", default=["stylegan2_ada"], choices=METHODS)
+    ap.add_argument("--flops", action="store_true", help="also count FLOPs and print the sgemm lower bound")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
@@ -147,29 +227,50 @@ def main(argv: list[str] | None = None) -> None:
     for res in args.res:
         for backend in args.backends:
             for alloc in args.allocators:
-                runs = [spawn(res, backend, alloc, args.iters, "stylegan2_ada") for _ in range(args.repeats)]
-                rows[(res, backend, alloc)] = {
-                    "sec": statistics.median(r["sec_per_step"] for r in runs),
-                    "rss": max(r["peak_rss_mb"] for r in runs),
-                }
-                r = rows[(res, backend, alloc)]
-                print(
-                    f"res {res:4d}  ops {backend:8s}  malloc {alloc:6s}  {r['sec']:.3f} s/step  peak {r['rss']:.0f} MB"
-                )
-    print("\nratios (higher = faster):")
-    for res in args.res:
+                for method in args.methods:
+                    runs = [spawn(res, backend, alloc, args.iters, method) for _ in range(args.repeats)]
+                    key = (res, backend, alloc, method)
+                    rows[key] = {
+                        "sec": statistics.median(r["sec_per_step"] for r in runs),
+                        "rss": max(r["peak_rss_mb"] for r in runs),
+                    }
+                    print(
+                        f"res {res:4d}  ops {backend:8s}  malloc {alloc:6s}  {method:16s} "
+                        f"{rows[key]['sec']:.3f} s/step  peak {rows[key]['rss']:.0f} MB",
+                        flush=True,
+                    )
+    print("\nratios (higher = faster; 'x ADA' = cost relative to the stylegan2_ada row):")
+    for (res, backend, alloc, method), row in rows.items():
+        line = f"res {res} ops {backend} malloc {alloc} {method}:"
         orig = min(ORIGINAL.get(res, {}).values(), default=None)
-        for (r, backend, alloc), row in rows.items():
-            if r != res:
-                continue
-            line = f"res {res} ops {backend} malloc {alloc}:"
+        if method == "stylegan2_ada":
             if orig:
                 line += f" original best {orig:.2f} s / ours = {orig / row['sec']:.2f}x"
-            if (res, "ref", alloc) in rows and backend != "ref":
-                line += f"; ref / {backend} = {rows[(res, 'ref', alloc)]['sec'] / row['sec']:.2f}x"
-            if alloc == "tuned" and (res, backend, "stock") in rows:
-                line += f"; stock / tuned = {rows[(res, backend, 'stock')]['sec'] / row['sec']:.2f}x"
-            print(line)
+            if (res, "ref", alloc, method) in rows and backend != "ref":
+                line += f"; ref / {backend} = {rows[(res, 'ref', alloc, method)]['sec'] / row['sec']:.2f}x"
+            if alloc == "tuned" and (res, backend, "stock", method) in rows:
+                line += f"; stock / tuned = {rows[(res, backend, 'stock', method)]['sec'] / row['sec']:.2f}x"
+        elif (res, backend, alloc, "stylegan2_ada") in rows:
+            line += f" {row['sec'] / rows[(res, backend, alloc, 'stylegan2_ada')]['sec']:.2f}x ADA"
+        print(line)
+    if args.flops:
+        peak = sgemm_peak_gflops()
+        print(f"\nsgemm peak of this machine (2 threads, 2048^3, best of 7): {peak:.1f} GFLOP/s")
+        for res in args.res:
+            for method in args.methods:
+                gflop = amortised_gflop(method, res)
+                phases = ", ".join(f"{k} {v:.1f}" for k, v in gflop.items() if k != "amortised")
+                line = (
+                    f"res {res} {method}: {gflop['amortised']:.1f} GFLOP (conv + matmul) per amortised step "
+                    f"({phases}); lower bound at the sgemm peak {gflop['amortised'] / peak:.2f} s/step"
+                )
+                orig = min(ORIGINAL.get(res, {}).values(), default=None)
+                if orig and method == "stylegan2_ada":
+                    line += (
+                        f"; the quoted original {orig:.2f} s would need {gflop['amortised'] / orig:.0f} GFLOP/s, "
+                        f"1.25x faster than it {1.25 * gflop['amortised'] / orig:.0f} GFLOP/s"
+                    )
+                print(line)
 
 
 if __name__ == "__main__":

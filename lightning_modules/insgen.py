@@ -14,12 +14,16 @@ Every constant is a key of the ``insgen`` dict (``conf/model/insgen.yaml``); the
 faithful). Heads are stepped once per Dmain; the suite's base runs one micro-batch per rank and phase, so the
 original's per-micro-batch stepping gives the same result here and needs no switch.
 
-Efficiency (same maths as the original): the ID features come from D's blocks only (the epilogue does not
-touch them), and the real and fake views of the Dmain phase share one D pass and one D_ema pass.
+Efficiency: the ID features come from D's blocks only (the epilogue does not touch them). With
+``query_view=adversarial`` (default, [D]) the query features f(A(.)) are read off the adversarial D passes the
+base runs anyway (their ADA draw is independent of the key's draw A', so every InfoNCE term keeps its
+distribution); ``separate`` runs the original's extra D passes on fresh draws (the real and fake views share
+one pass). The key views always share one D_ema pass.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import logging
@@ -35,6 +39,7 @@ log = logging.getLogger(__name__)
 
 FILL_FAKE_FROM = ("query", "key")
 HEAD_MOMENTUM_UPDATE = ("every_forward", "d_phase_only")
+QUERY_VIEW = ("adversarial", "separate")
 
 
 @dataclasses.dataclass
@@ -52,6 +57,7 @@ class InsGenConfig:
     head: dict = dataclasses.field(default_factory=lambda: {"hidden_dim": None, "out_dim": 128})
     fill_fake_from: str = "query"
     head_momentum_update: str = "every_forward"
+    query_view: str = "adversarial"
     ada_linear: bool = False
     ada_linear_max: float = 0.6
 
@@ -75,6 +81,8 @@ def parse_insgen_config(cfg: dict | None) -> InsGenConfig:
         setattr(out, key, value)
     if out.fill_fake_from not in FILL_FAKE_FROM:
         raise ValueError(f"model.insgen.fill_fake_from: expected one of {FILL_FAKE_FROM}, got {out.fill_fake_from!r}")
+    if out.query_view not in QUERY_VIEW:
+        raise ValueError(f"model.insgen.query_view: expected one of {QUERY_VIEW}, got {out.query_view!r}")
     if out.head_momentum_update not in HEAD_MOMENTUM_UPDATE:
         raise ValueError(
             f"model.insgen.head_momentum_update: expected one of {HEAD_MOMENTUM_UPDATE}, "
@@ -136,6 +144,7 @@ class InsGenModule(AdversarialModule):
         self.DHead = ContrastiveHead(queue_size=cfg.queue["real_size"] or 1, **head)
         self.GHead = ContrastiveHead(queue_size=cfg.queue["fake_size"] or 1, **head)
         self._last_fake: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self._taps: list[torch.Tensor] | None = None
 
     # ------------------------------------------------------------------ set-up
     def setup(self, stage: str) -> None:
@@ -174,49 +183,78 @@ class InsGenModule(AdversarialModule):
         self._last_fake = (z, c, img)
         return img, ws
 
-    def id_features(self, img_q: torch.Tensor, img_k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """f(A(img_q)) with gradients and f̄(A'(img_k)) from D_ema without (two independent ADA draws, §3)."""
-        feat_q = pooled_features(self.D, self.augment(img_q))
-        with torch.no_grad():
-            feat_k = pooled_features(self.D_ema, self.augment(img_k.detach()))
-        return feat_q, feat_k
+    def run_D(self, img: torch.Tensor, c: torch.Tensor, **kwargs):
+        """The base D call; inside :meth:`tap_features` it also records this pass's pooled b8 feature f(A(img))
+        (with gradients), the query view of ``query_view=adversarial``."""
+        if self._taps is None:
+            return super().run_D(img, c, **kwargs)
+        logits, features = super().run_D(img, c, return_features=True, **kwargs)
+        self._taps.append(features[8].to(torch.float32).mean(dim=[2, 3]))
+        return logits
+
+    @contextlib.contextmanager
+    def tap_features(self, enabled: bool):
+        """Collect the pooled features of every ``run_D`` call in the block (a list in call order)."""
+        self._taps = [] if enabled else None
+        try:
+            yield self._taps
+        finally:
+            self._taps = None
+
+    def query_features(self, img: torch.Tensor) -> torch.Tensor:
+        """f(A(img)) from a separate D pass with gradients (``query_view=separate``, the original's passes)."""
+        return pooled_features(self.D, self.augment(img))
+
+    @torch.no_grad()
+    def key_features(self, img: torch.Tensor) -> torch.Tensor:
+        """f̄(A'(img)): D_ema on an independent ADA draw, no gradients (§3)."""
+        return pooled_features(self.D_ema, self.augment(img.detach()))
 
     # ------------------------------------------------------------------ losses
     def gmain_loss(self, real_img: torch.Tensor, real_c: torch.Tensor) -> dict[str, torch.Tensor]:
         """+ lambda_g * InfoNCE(h(f(A(G(z)))), h̄(f̄(A'(G(z)))), Q_fake): heads and D frozen, no enqueue (§3)."""
-        terms = super().gmain_loss(real_img, real_c)
-        if self.cfg.lambda_g > 0:
+        use_g = self.cfg.lambda_g > 0
+        shared = use_g and self.cfg.query_view == "adversarial"
+        with self.tap_features(shared) as taps:
+            terms = super().gmain_loss(real_img, real_c)
+        if use_g:
             _, _, gen_img = self._last_fake
-            feat_q, feat_k = self.id_features(gen_img, gen_img)
+            feat_q = taps[-1] if shared else self.query_features(gen_img)
             update = self.cfg.head_momentum_update == "every_forward"
-            loss, _, _ = self.GHead(feat_q, feat_k, update_momentum=update)
+            loss, _, _ = self.GHead(feat_q, self.key_features(gen_img), update_momentum=update)
             self.log_stat("insgen/g_id", loss)
             terms["G/id"] = self.cfg.lambda_g * loss
         return terms
 
     def dmain_loss(self, real_img: torch.Tensor, real_c: torch.Tensor) -> dict[str, torch.Tensor]:
-        """+ lambda_r * real ID + lambda_f * fake ID (§3); both heads get gradients and enqueue keys."""
-        terms = super().dmain_loss(real_img, real_c)
+        """+ lambda_r * real ID + lambda_f * fake ID (§3); both heads get gradients and enqueue keys.
+
+        ``query_view=adversarial`` reads the queries off the base's two D passes (fakes first, then reals);
+        ``separate`` runs one more D pass on fresh augmentations of both, as the original.
+        """
         cfg = self.cfg
         use_real, use_fake = cfg.lambda_real > 0, cfg.lambda_fake > 0
+        shared = (use_real or use_fake) and cfg.query_view == "adversarial"
+        with self.tap_features(shared) as taps:
+            terms = super().dmain_loss(real_img, real_c)
         if not (use_real or use_fake):
             return terms
-        img_q, img_k = [], []
+        n = real_img.shape[0]
+        views = []  # (query image, key image, query feature tapped from the base pass), reals first
         if use_real:
-            img_q.append(real_img.detach())
-            img_k.append(real_img.detach())
+            views.append((real_img.detach(), real_img.detach(), taps[1] if shared else None))
         if use_fake:
             gen_z, gen_c, gen_img = self._last_fake
             with torch.no_grad():
                 noisy_img, _ = self.run_G(gen_z + cfg.delta_sigma * torch.randn_like(gen_z), gen_c)
-            img_q.append(gen_img.detach())
-            img_k.append(noisy_img)
+            views.append((gen_img.detach(), noisy_img, taps[0] if shared else None))
+        img_q, img_k, tapped = zip(*views, strict=True)
         for head in (self.DHead, self.GHead):
             head.mlp.requires_grad_(True)  # the phase toggle froze every parameter outside D's optimiser
             for p in head.mlp.parameters():
                 p.grad = None
-        feat_q, feat_k = self.id_features(torch.cat(img_q), torch.cat(img_k))
-        n = real_img.shape[0]
+        feat_q = torch.cat(tapped) if shared else self.query_features(torch.cat(img_q))
+        feat_k = self.key_features(torch.cat(img_k))
         if use_real:
             loss, _, k = self.DHead(feat_q[:n], feat_k[:n])
             self.DHead.enqueue(k)

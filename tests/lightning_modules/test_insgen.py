@@ -117,24 +117,40 @@ def test_d_phase_only_keeps_g_phase_heads_fixed_and_zero_lambda_g_skips_the_term
     assert "G/id" not in no_g.gmain_loss(real, c)
 
 
+@pytest.mark.parametrize("view", ["adversarial", "separate"])
 @pytest.mark.parametrize("fill", ["query", "key"])
-def test_fake_queue_is_filled_from_query_features_or_keys(fill):
+def test_fake_queue_is_filled_from_query_features_or_keys(fill, view):
     torch.manual_seed(0)
-    module = tiny_insgen(insgen={"fill_fake_from": fill})
+    module = tiny_insgen(insgen={"fill_fake_from": fill, "query_view": view})
     module._stats = {}
     seen = {}
-    original = module.id_features
+    for name in ("DHead", "GHead"):
+        head = getattr(module, name)
 
-    def spy(img_q, img_k):
-        seen["q"], seen["k"] = original(img_q, img_k)
-        return seen["q"], seen["k"]
+        def spy(feat_q, feat_k, _name=name, _forward=head.forward, **kwargs):
+            seen[_name] = (feat_q.detach(), feat_k.detach())
+            return _forward(feat_q, feat_k, **kwargs)
 
-    module.id_features = spy
+        head.forward = spy
     module.dmain_loss(torch.rand(4, 3, 16, 16) * 2 - 1, torch.zeros(4, 0))
-    fq, fk = seen["q"][-4:], seen["k"][-4:]
+    fq, fk = seen["GHead"]
     expected = module.GHead.key(fq if fill == "query" else fk)
     torch.testing.assert_close(module.GHead.queue[:, :4], expected.T)
-    torch.testing.assert_close(module.DHead.queue[:, :4], module.DHead.key(seen["k"][:4]).T)
+    torch.testing.assert_close(module.DHead.queue[:, :4], module.DHead.key(seen["DHead"][1]).T)
+
+
+def test_adversarial_query_view_trains_as_the_separate_passes_without_augmentation(tmp_path):
+    """With p = 0 the query view of the adversarial pass and the original's separate pass see the same image, so
+    both settings must give the same networks, heads and queues after a run (up to float summation order)."""
+    states = {}
+    for view in ("adversarial", "separate"):
+        torch.manual_seed(0)
+        module = tiny_insgen(insgen={"query_view": view}, augment_p=0.0, ada=None)
+        tiny_trainer(tmp_path / view).fit(module, datamodule=tiny_datamodule())
+        states[view] = module.state_dict()
+    assert int(states["separate"]["iteration"]) == 2
+    for key, value in states["adversarial"].items():
+        torch.testing.assert_close(value, states["separate"][key], rtol=1e-4, atol=1e-5, msg=key)
 
 
 def test_heads_trained_on_fixed_embedded_features_lower_both_contrastive_losses():
@@ -151,7 +167,10 @@ def test_heads_trained_on_fixed_embedded_features_lower_both_contrastive_losses(
         z = torch.randn(64, module.G.z_dim)
         fake = module.G(z, c)
         noisy = module.G(z + module.cfg.delta_sigma * torch.randn_like(z), c)
-        feats = {"DHead": module.id_features(real, real), "GHead": module.id_features(fake, noisy)}
+        feats = {
+            "DHead": (module.query_features(real), module.key_features(real)),
+            "GHead": (module.query_features(fake), module.key_features(noisy)),
+        }
     g = torch.Generator().manual_seed(0)
     for name, (feat_q, feat_k) in feats.items():
         head = getattr(module, name)
