@@ -84,12 +84,11 @@ def modulated_conv2d(
         )
         styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
 
-    w = None
+    # Demodulation (spec §3.3): sum_{i,k} (weight[o,i,k] * styles[n,i])^2 = styles^2 @ sum_k weight^2, a [N,I]x[I,O]
+    # product instead of materialising the per-sample weights [N,O,I,k,k] (equal up to summation order).
     dcoefs = None
-    if demodulate or fused_modconv:
-        w = weight.unsqueeze(0) * styles.reshape(batch_size, 1, -1, 1, 1)  # [N,O,I,k,k]
     if demodulate:
-        dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()  # [N,O]
+        dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).T + 1e-8).rsqrt()  # [N,O]
 
     if not fused_modconv:
         x = x * styles.to(x.dtype).reshape(batch_size, -1, 1, 1)
@@ -110,6 +109,7 @@ def modulated_conv2d(
             return x + noise.to(x.dtype)
         return x
 
+    w = weight.unsqueeze(0) * styles.reshape(batch_size, 1, -1, 1, 1)  # [N,O,I,k,k]
     if demodulate:
         w = w * dcoefs.reshape(batch_size, -1, 1, 1, 1)
     x = x.reshape(1, -1, *x.shape[2:])
