@@ -41,8 +41,40 @@ struct BiasActCpu {
     }
   }
 
+  // Mode 1 of linear, relu and lrelu without dy (specs/ops.md §3.3): the bias and xref do not enter, and only the
+  // sign of the saved output matters, so one flat loop replaces bias_act_elem's per-element yref / gain by a
+  // multiply with sign(gain) (gain 0 gives yref / gain = 0 there, here yref * 0 = 0: same branch).
+  template <int A, bool CLAMP, bool HAS_Y>
+  void grad1_loop(int64_t begin, int64_t end) const {
+    const scalar_t* __restrict x = xp;
+    const scalar_t* __restrict yr_p = yrp;
+    scalar_t* __restrict y = yp;
+    const T a = alpha, g = gain, c = CLAMP ? clamp : T(0);
+    const T s = g > T(0) ? T(1) : (g < T(0) ? T(-1) : T(0));
+    for (int64_t i = begin; i < end; ++i) {
+      const T yr = HAS_Y ? T(yr_p[i]) : T(0);
+      T v = T(x[i]);
+      if (A == 2) v = (yr * s > T(0)) ? v : T(0);
+      if (A == 3) v = (yr * s > T(0)) ? v : v * a;
+      v = v * g;
+      if (CLAMP) v = ((yr > -c) & (yr < c)) ? v : T(0);
+      y[i] = scalar_t(v);
+    }
+  }
+
   template <int A, int G>
   void operator()() const {
+    if constexpr (G == 1 && A <= 3) {
+      if (dyp == nullptr) {
+        at::parallel_for(0, rows * inner, 32768, [&](int64_t begin, int64_t end) {
+          if (clamp >= T(0))
+            yrp ? grad1_loop<A, true, true>(begin, end) : grad1_loop<A, true, false>(begin, end);
+          else
+            yrp ? grad1_loop<A, false, true>(begin, end) : grad1_loop<A, false, false>(begin, end);
+        });
+        return;
+      }
+    }
     at::parallel_for(0, rows, std::max<int64_t>(1, 32768 / inner), [&](int64_t begin, int64_t end) {
       if (clamp >= T(0))
         rows_loop<A, G, true>(begin, end);

@@ -83,6 +83,69 @@ def test_upfirdn2d_low_precision(dtype):
     torch.testing.assert_close(y.float(), _upfirdn2d_ref(x, f, 2, 1, [2, 1], False, 4.0), atol=3e-2, rtol=3e-2)
 
 
+# Rank-1 2-D filters (the CPU kernel's separable path, specs/ops.md §2.3), chosen so that the split is exact.
+RANK1 = {
+    "4x4": setup_filter([1, 3, 3, 1]),
+    "3x5": torch.tensor([1.0, -2.0, 0.5]).ger(torch.tensor([0.25, 2.0, -1.0, 1.0, 0.5])),
+    "1x2": torch.tensor([[1.0, 2.0]]),
+}
+RANK1_CASES = [
+    dict(up=2, padding=[2, 1]),
+    dict(down=2, padding=[1, 1]),
+    dict(padding=[1, 2, 2, 1], flip_filter=True),
+    dict(up=[2, 3], down=[1, 2], padding=[0, 3, -1, 2], gain=2.0),
+    dict(up=3, down=2, padding=[-2, 4, 3, -1]),
+    dict(up=[1, 3], down=[3, 1], padding=[2, -1, 1, 0], flip_filter=True),
+]
+
+
+@pytest.mark.parametrize("fname", sorted(RANK1))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_upfirdn2d_separable_path_matches_reference(fname, dtype):
+    """Values and gradients (the backward is upfirdn2d again) of rank-1 filters vs the reference."""
+    torch.manual_seed(0)
+    f = RANK1[fname]
+    x = torch.randn(2, 3, 7, 9, dtype=dtype, requires_grad=True)
+    tol = dict(atol=1e-5, rtol=1e-5) if dtype == torch.float32 else dict(atol=1e-12, rtol=1e-12)
+    for case in RANK1_CASES:
+        kw = dict(dict(up=1, down=1, padding=0, flip_filter=False, gain=1.0), **case)
+        yr = _upfirdn2d_ref(x, f, **kw)
+        yc = _upfirdn2d_compiled(x, f, **kw)
+        torch.testing.assert_close(yc, yr, **tol)
+        w = torch.randn_like(yr)
+        gr = torch.autograd.grad((yr * w).sum(), x)[0]
+        gc = torch.autograd.grad((yc * w).sum(), x)[0]
+        torch.testing.assert_close(gc, gr, **tol)
+
+
+def test_upfirdn2d_nearly_separable_filter():
+    """A filter that is rank-1 only up to 1e-3 must take the general path (exact 2-D weights)."""
+    f = setup_filter([1, 3, 3, 1]).clone()
+    f[1, 2] += 1e-3
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    for case in RANK1_CASES[:3]:
+        kw = dict(dict(up=1, down=1, padding=0, flip_filter=False, gain=1.0), **case)
+        torch.testing.assert_close(_upfirdn2d_compiled(x, f, **kw), _upfirdn2d_ref(x, f, **kw), atol=1e-12, rtol=1e-12)
+
+
+@pytest.mark.parametrize("act", ["linear", "relu", "lrelu"])
+@pytest.mark.parametrize("gain", [1.7, -0.5, 0.0])
+def test_bias_act_piecewise_linear_gains(act, gain, use_backend):
+    """The first-derivative fast path of linear/relu/lrelu (sign of the saved output times sign(gain)) with
+    positive, negative and zero gain, with and without clamp, vs the reference."""
+    use_backend("compiled")
+    torch.manual_seed(0)
+    x = (torch.randn(2, 5, 6, 7, dtype=torch.float64) * 2).requires_grad_()
+    b = torch.randn(5, dtype=torch.float64)
+    for clamp in (None, 1.5):
+        for mode in ("passthrough", "mask") if act == "linear" else ("passthrough",):
+            set_linear_clamp_grad(mode)
+            ref = _grads(lambda t, c=clamp: _bias_act_ref(t, b, 1, act, None, gain, c), x)
+            out = _grads(lambda t, c=clamp: bias_act(t, b, 1, act, None, gain, c), x)
+            for a, r in zip(out, ref):
+                torch.testing.assert_close(a, r, atol=1e-12, rtol=1e-12)
+
+
 @pytest.mark.parametrize("act", sorted(activation_funcs))
 @pytest.mark.parametrize("clamp", [None, 0.7])
 def test_bias_act_compiled_matches_reference(act, clamp, use_backend):
