@@ -3,8 +3,9 @@
 Setting of the reference measurement: batch 8, channel_base 16384, channel_max 256, 8 mapping layers, 2 threads,
 32x32 and 64x64; the step time is amortised over lazy regularisation (16 iterations = 1 Dreg + 4 Greg).
 Every configuration runs in its own subprocess (peak RSS per configuration; the allocator setting is an
-environment variable read at process start). Printed: median seconds per amortised step over repeats and the
-ratios against the baselines measured in the same run (ops ref, stock allocator, the StyleGAN2-ADA row).
+environment variable read at process start). Printed: median seconds per amortised step over interleaved
+repeats and the ratios against the baselines measured in the same run (ops ref, stock allocator, the
+StyleGAN2-ADA row).
 
 Methods: ``stylegan2_ada``; ``insgen`` (query views read off the adversarial D passes, the suite default);
 ``insgen-separate`` (the original's separate query passes); ``insgen-no-g`` (lambda_g = 0).
@@ -223,22 +224,36 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(run_one(res, backend, iters, method)))
         return
 
+    # Repeats are interleaved (every configuration once per round) so that slow phases of a shared machine hit
+    # all rows alike; the median over rounds is reported.
+    configs = [
+        (res, backend, alloc, method)
+        for res in args.res
+        for backend in args.backends
+        for alloc in args.allocators
+        for method in args.methods
+    ]
+    runs: dict[tuple, list[dict]] = {key: [] for key in configs}
+    for round_idx in range(args.repeats):
+        for key in configs:
+            runs[key].append(spawn(key[0], key[1], key[2], args.iters, key[3]))
+            res, backend, alloc, method = key
+            print(
+                f"round {round_idx}  res {res:4d}  ops {backend:8s}  malloc {alloc:6s}  {method:16s} "
+                f"{runs[key][-1]['sec_per_step']:.3f} s/step",
+                flush=True,
+            )
     rows = {}
-    for res in args.res:
-        for backend in args.backends:
-            for alloc in args.allocators:
-                for method in args.methods:
-                    runs = [spawn(res, backend, alloc, args.iters, method) for _ in range(args.repeats)]
-                    key = (res, backend, alloc, method)
-                    rows[key] = {
-                        "sec": statistics.median(r["sec_per_step"] for r in runs),
-                        "rss": max(r["peak_rss_mb"] for r in runs),
-                    }
-                    print(
-                        f"res {res:4d}  ops {backend:8s}  malloc {alloc:6s}  {method:16s} "
-                        f"{rows[key]['sec']:.3f} s/step  peak {rows[key]['rss']:.0f} MB",
-                        flush=True,
-                    )
+    for key in configs:
+        rows[key] = {
+            "sec": statistics.median(r["sec_per_step"] for r in runs[key]),
+            "rss": max(r["peak_rss_mb"] for r in runs[key]),
+        }
+        res, backend, alloc, method = key
+        print(
+            f"res {res:4d}  ops {backend:8s}  malloc {alloc:6s}  {method:16s} "
+            f"median {rows[key]['sec']:.3f} s/step  peak {rows[key]['rss']:.0f} MB"
+        )
     print("\nratios (higher = faster; 'x ADA' = cost relative to the stylegan2_ada row):")
     for (res, backend, alloc, method), row in rows.items():
         line = f"res {res} ops {backend} malloc {alloc} {method}:"
