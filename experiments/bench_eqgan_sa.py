@@ -23,18 +23,13 @@ VARIANTS = ("plain", "sel", "sel+align", "sel+align+di")
 
 
 def build(variant: str, res: int):
-    import torch
-
-    from experiments.bench_train import bench_module_kwargs, bench_networks
+    from experiments.bench_train import bench_module, seeded_bench_parts
     from lightning_modules.eqgan_sa import EqGANModule
-    from lightning_modules.gan import AdversarialModule
     from networks.eqgan_sa import EqGANGenerator
 
-    torch.manual_seed(0)
-    G, D = bench_networks(res)
-    kwargs = bench_module_kwargs(res)
     if variant == "plain":
-        return AdversarialModule(G, D, **kwargs)
+        return bench_module("stylegan2_ada", res)
+    G, D, kwargs = seeded_bench_parts(res)
     G = EqGANGenerator(**G.init_kwargs, use_sel=True)
     return EqGANModule(
         G,

@@ -72,16 +72,21 @@ def bench_module_kwargs(res: int) -> dict:
 METHODS = ("stylegan2_ada", "insgen", "insgen-separate", "insgen-no-g")
 
 
-def bench_module(method: str, res: int):
-    """The module of one benchmark row on :func:`bench_networks` (seeded, so every row starts alike)."""
+def seeded_bench_parts(res: int):
+    """(G, D, module kwargs) of the benchmark, seeded so that every row and every method script starts alike."""
     import torch
-
-    from lightning_modules.gan import AdversarialModule
-    from lightning_modules.insgen import InsGenModule
 
     torch.manual_seed(0)
     G, D = bench_networks(res)
-    kwargs = bench_module_kwargs(res)
+    return G, D, bench_module_kwargs(res)
+
+
+def bench_module(method: str, res: int):
+    """The module of one benchmark row on :func:`seeded_bench_parts`."""
+    from lightning_modules.gan import AdversarialModule
+    from lightning_modules.insgen import InsGenModule
+
+    G, D, kwargs = seeded_bench_parts(res)
     if method == "stylegan2_ada":
         return AdversarialModule(G, D, **kwargs)
     insgen = {"queue": {"real_size": 10, "fake_size": 10}}  # 5 % of the 200 mirrored faces
