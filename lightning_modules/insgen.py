@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from lightning_modules.gan import AdversarialModule, lazy_adam
-from networks.insgen_heads import ContrastiveHead, pooled_features
+from networks.insgen_heads import ContrastiveHead, pool_feature, pooled_features
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +189,7 @@ class InsGenModule(AdversarialModule):
         if self._taps is None:
             return super().run_D(img, c, **kwargs)
         logits, features = super().run_D(img, c, return_features=True, **kwargs)
-        self._taps.append(features[8].to(torch.float32).mean(dim=[2, 3]))
+        self._taps.append(pool_feature(features[8]))
         return logits
 
     @contextlib.contextmanager

@@ -60,7 +60,12 @@ def pooled_features(D: nn.Module, img: torch.Tensor) -> torch.Tensor:
     x = None
     for res in D.block_resolutions:
         x, img = getattr(D, f"b{res}")(x, img)
-    return x.to(torch.float32).mean(dim=[2, 3])
+    return pool_feature(x)
+
+
+def pool_feature(b8_output: torch.Tensor) -> torch.Tensor:
+    """The instance feature from D's b8 output [N, C(4), 4, 4]: spatial mean in fp32 -> [N, C(4)] (spec §2)."""
+    return b8_output.to(torch.float32).mean(dim=[2, 3])
 
 
 class ContrastiveHead(nn.Module):
