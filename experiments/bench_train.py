@@ -12,8 +12,14 @@ Methods: ``stylegan2_ada``; ``insgen`` (query views read off the adversarial D p
 ``--flops`` also counts the convolution and matmul FLOPs of one amortised step and measures this machine's
 sgemm peak: their ratio is a lower bound on the step time of any implementation doing the same work.
 
+Backends: ``ref``, ``compiled``, ``auto`` (the ops/ switch) and ``floor``: upfirdn2d, bias_act and grid_sample
+replaced by stand-ins that only write an output of the right shape (and pass gradients of the right shapes),
+everything else unchanged. Its step time bounds what any kernels for these ops can reach (Amdahl): ref / floor
+is the largest ref / compiled ratio possible. The floor's images are meaningless; only its time is.
+
     python experiments/bench_train.py                 # full matrix
     python experiments/bench_train.py --res 32 --repeats 1 --flops
+    python experiments/bench_train.py --res 32 --allocators tuned --backends ref compiled floor --repeats 3
     python experiments/bench_train.py --res 32 --backends auto --allocators tuned \
         --methods stylegan2_ada insgen insgen-separate
 """
@@ -131,6 +137,45 @@ def time_training_steps(module, datamodule, warmup: int, iters: int) -> list[flo
     return timer.times[warmup:]
 
 
+def floor_ops() -> dict:
+    """Stand-ins for the reference paths of the three ops that cost one output-sized write (forward) and one
+    input-sized gradient (backward), with the reference's output shapes: the ``floor`` backend."""
+    import ops.upfirdn2d as up
+
+    def upfirdn2d_floor(x, f, up_=1, down=1, padding=0, flip_filter=False, gain=1):
+        ux, uy = up._parse_scaling(up_)
+        dx, dy = up._parse_scaling(down)
+        px0, px1, py0, py1 = up._parse_padding(padding)
+        fw, fh = up._get_filter_size(f)
+        out_w = (x.shape[3] * ux + px0 + px1 - fw) // dx + 1
+        out_h = (x.shape[2] * uy + py0 + py1 - fh) // dy + 1
+        return x[:, :, :1, :1].expand(x.shape[0], x.shape[1], out_h, out_w) * 1.0
+
+    def bias_act_floor(x, b=None, dim=1, act="linear", alpha=None, gain=None, clamp=None):
+        return x * 1.0 if b is None else x + b.reshape([-1 if i == dim else 1 for i in range(x.ndim)])
+
+    def grid_sample_floor(input, grid):
+        return input[:, :, :1, :1].expand(input.shape[0], input.shape[1], grid.shape[1], grid.shape[2]) * 1.0
+
+    return {"upfirdn2d": upfirdn2d_floor, "bias_act": bias_act_floor, "grid_sample": grid_sample_floor}
+
+
+def install_floor_ops() -> None:
+    """Swap the reference paths for :func:`floor_ops` and select ``ref`` (this process only)."""
+    import ops
+    import ops.bias_act as ba
+    import ops.grid_sample as gs
+    import ops.upfirdn2d as up
+
+    floor = floor_ops()
+    up._upfirdn2d_ref, ba._bias_act_ref, gs._grid_sample_ref = (
+        floor["upfirdn2d"],
+        floor["bias_act"],
+        floor["grid_sample"],
+    )
+    ops.set_backend("ref")
+
+
 def run_one(res: int, backend: str, iters: int, method: str) -> dict:
     """One configuration in this process: amortised seconds per step and peak RSS."""
     import torch
@@ -139,7 +184,10 @@ def run_one(res: int, backend: str, iters: int, method: str) -> dict:
     from datamodules.embedded import EmbeddedImageDataModule
 
     torch.set_num_threads(2)
-    ops.set_backend(backend)
+    if backend == "floor":
+        install_floor_ops()
+    else:
+        ops.set_backend(backend)
     module = bench_module(method, res)
     dm = EmbeddedImageDataModule(name="faces", resolution=res, batch_size=8, num_workers=0, xflip=True)
     times = time_training_steps(module, dm, warmup=2, iters=iters)
@@ -268,6 +316,8 @@ def main(argv: list[str] | None = None) -> None:
                 line += f" original best {orig:.2f} s / ours = {orig / row['sec']:.2f}x"
             if (res, "ref", alloc, method) in rows and backend != "ref":
                 line += f"; ref / {backend} = {rows[(res, 'ref', alloc, method)]['sec'] / row['sec']:.2f}x"
+                if backend == "floor":
+                    line += " (the most any ops kernels could give)"
             if alloc == "tuned" and (res, backend, "stock", method) in rows:
                 line += f"; stock / tuned = {rows[(res, backend, 'stock', method)]['sec'] / row['sec']:.2f}x"
         elif (res, backend, alloc, "stylegan2_ada") in rows:

@@ -26,7 +26,7 @@ ENV_VAR = "SUITE_OPS_BACKEND"
 AUTO_CPU_OPS = frozenset({"upfirdn2d", "bias_act", "grid_sample"})
 
 _state: dict = {"backend": None, "logged": False}
-_ext: dict = {"loaded": None, "error": None}
+_ext: dict = {"loaded": None, "error": None, "cpu_avx2": False}
 
 
 def _load_extension() -> bool:
@@ -36,9 +36,15 @@ def _load_extension() -> bool:
             from ops import _compiled  # noqa: F401  (imports ops._C and registers fake/autograd kernels)
 
             _ext["loaded"] = True
+            _ext["cpu_avx2"] = bool(torch.ops.suite_ops.cpu_has_avx2())
         except ImportError as err:
             _ext["loaded"], _ext["error"] = False, err
     return _ext["loaded"]
+
+
+def cpu_has_avx2() -> bool:
+    """Whether the extension's AVX2 CPU loops can run here (read once at load; a plain value for torch.compile)."""
+    return _load_extension() and _ext["cpu_avx2"]
 
 
 def extension_available() -> bool:

@@ -6,7 +6,8 @@ written with the same registered operators, so higher derivatives work:
 
 - ``upfirdn2d``: backward = upfirdn2d with up/down swapped, padding recomputed, flip inverted (any order).
 - ``bias_act``: grad mode 0 -> mode 1 -> mode 2 (NVIDIA's scheme): first and second order; a third derivative
-  raises.
+  raises. ``bias_act_masked`` (linear + clamp, relu, lrelu) saves a 2-bit mask instead of the output; its
+  derivative ``bias_act_masked_grad`` is linear in the incoming gradient (any order).
 - ``grid_sample_2d``: backward = ``grid_sample_2d_backward``, whose derivative with respect to the incoming
   gradient is ``grid_sample_2d`` again (second order with respect to the input).
 """
@@ -105,6 +106,57 @@ def _bias_act_backward(ctx, d_out):
 
 
 torch.library.register_autograd("suite_ops::bias_act", _bias_act_backward, setup_context=_bias_act_setup)
+
+# Masked path of linear (+clamp, mask semantics), relu and lrelu: the forward also returns the packed 2-bit
+# gradient mask (ops/csrc/bias_act_math.h), the backward reads dy and the mask instead of dy and the saved
+# output. The first derivative is linear in dy and these activations have no curvature term, so the gradient of
+# bias_act_masked_grad is itself: derivatives of any order.
+
+
+@torch.library.register_fake("suite_ops::bias_act_masked")
+def _bias_act_masked_fake(x, b, dim, act, alpha, gain, clamp):
+    words = 2 * ((x.numel() + 31) // 32)
+    return torch.empty_like(x, memory_format=torch.contiguous_format), x.new_empty([words], dtype=torch.int32)
+
+
+@torch.library.register_fake("suite_ops::bias_act_masked_grad")
+def _bias_act_masked_grad_fake(dy, mask, act, alpha, gain):
+    return torch.empty_like(dy, memory_format=torch.contiguous_format)
+
+
+def _bias_act_masked_setup(ctx, inputs, output):
+    x, b, dim, act, alpha, gain, clamp = inputs
+    ctx.mark_non_differentiable(output[1])
+    ctx.save_for_backward(output[1])
+    ctx.params = (dim, act, alpha, gain)
+    ctx.has_b = b is not None
+
+
+def _bias_act_masked_backward(ctx, d_out, _d_mask):
+    (mask,) = ctx.saved_tensors
+    dim, act, alpha, gain = ctx.params
+    dx = lib.bias_act_masked_grad(d_out, mask, act, alpha, gain)
+    db = _reduce_bias(dx, dim) if ctx.has_b and ctx.needs_input_grad[1] else None
+    return dx, db, None, None, None, None, None
+
+
+def _bias_act_masked_grad_setup(ctx, inputs, output):
+    dy, mask, act, alpha, gain = inputs
+    ctx.save_for_backward(mask)
+    ctx.params = (act, alpha, gain)
+
+
+def _bias_act_masked_grad_backward(ctx, d_dx):
+    (mask,) = ctx.saved_tensors
+    return lib.bias_act_masked_grad(d_dx, mask, *ctx.params), None, None, None, None
+
+
+torch.library.register_autograd(
+    "suite_ops::bias_act_masked", _bias_act_masked_backward, setup_context=_bias_act_masked_setup
+)
+torch.library.register_autograd(
+    "suite_ops::bias_act_masked_grad", _bias_act_masked_grad_backward, setup_context=_bias_act_masked_grad_setup
+)
 
 # -------------------------------------------------------------------------------------------- grid_sample
 

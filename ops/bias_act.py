@@ -112,7 +112,28 @@ def _bias_act_compiled(x, b, dim, spec: ActSpec, alpha, gain, clamp) -> torch.Te
     # linear_clamp_grad (§3.3).
     passthrough = spec.name == "linear" and get_linear_clamp_grad() == "passthrough"
     save_y = spec.ref == "y" or (clamp >= 0 and not passthrough)
+    piecewise_linear = spec.name in ("relu", "lrelu") or (spec.name == "linear" and save_y)
+    if piecewise_linear and _needs_grad(x, b) and _masked_path(x):
+        # Their derivative only needs which side of the kink and of the clamp each output fell on: a 2-bit mask
+        # (1/16 of the output's bytes) replaces the saved output, one memory stream less in the backward.
+        return torch.ops.suite_ops.bias_act_masked(x, b, dim, spec.index, alpha, gain, clamp)[0]
     return torch.ops.suite_ops.bias_act(x, b, None, None, None, 0, dim, spec.index, alpha, gain, clamp, save_y)
+
+
+def _needs_grad(x: torch.Tensor, b: torch.Tensor | None) -> bool:
+    return torch.is_grad_enabled() and (x.requires_grad or (b is not None and b.requires_grad))
+
+
+# The masked path needs AVX2 on the CPU to beat the saved-output path (experiments/bench_ops.py); None = use it
+# when the CPU has AVX2. Tests set it to compare both paths.
+_masked_on_cpu: dict[str, bool | None] = {"enabled": None}
+
+
+def _masked_path(x: torch.Tensor) -> bool:
+    if x.device.type != "cpu":
+        return True
+    enabled = _masked_on_cpu["enabled"]
+    return _backend.cpu_has_avx2() if enabled is None else enabled
 
 
 def bias_act(x, b=None, dim=1, act="linear", alpha=None, gain=None, clamp=None) -> torch.Tensor:

@@ -109,6 +109,35 @@ C10_HOST_DEVICE inline T bias_act_elem(T x, T xref, T yref, T dy, T alpha, T gai
   return y;
 }
 
+// Masked first derivative of the piecewise-linear activations (linear, relu, lrelu; specs/ops.md §3.3): the
+// forward packs, per 32 consecutive elements, two 32-bit words: bit k of word 0 says the saved output was on
+// the positive side (y * sign(gain) > 0), bit k of word 1 that the gradient flows (not clamped; for relu also
+// positive). The backward is then dx = flows ? dy * (positive ? 1 : slope) * gain : 0 (the reference's
+// rounding), reading dy and 1/16 of a float per element instead of dy and y.
+constexpr int64_t kMaskGroup = 32;
+
+inline int64_t mask_words(int64_t numel) { return 2 * ((numel + kMaskGroup - 1) / kMaskGroup); }
+
+// Slope on the negative side: 1 (linear), alpha (lrelu); relu's negative side never flows.
+template <typename T>
+C10_HOST_DEVICE inline T masked_neg_slope(int64_t act, T alpha) {
+  return act == 3 ? alpha : T(1);
+}
+
+// The two mask bits of one saved output y (the value as stored, so every dtype and device agree).
+template <int A, typename T>
+C10_HOST_DEVICE inline void mask_bits(T y, T gain_sign, T clamp, bool& positive, bool& flows) {
+  positive = y * gain_sign > T(0);
+  flows = clamp < T(0) || ((y > -clamp) & (y < clamp));
+  if (A == 2) flows = flows && positive;
+}
+
+// One element of the masked first derivative.
+template <typename T>
+C10_HOST_DEVICE inline T masked_grad_elem(T dy, bool positive, bool flows, T slope, T gain) {
+  return flows ? (positive ? dy : dy * slope) * gain : T(0);
+}
+
 // Calls f.template operator()<A, G>() with compile-time activation and mode.
 template <typename F>
 inline void dispatch_act(int64_t act, int64_t grad, const F& f) {

@@ -45,6 +45,21 @@ inline void bias_act_check(const at::Tensor& x, const c10::optional<at::Tensor>&
   }
 }
 
+inline void bias_act_masked_check(const at::Tensor& x, const c10::optional<at::Tensor>& b, int64_t dim, int64_t act) {
+  TORCH_CHECK(act >= 1 && act <= 3, "suite_ops::bias_act_masked: act must be linear (1), relu (2) or lrelu (3), got ",
+              act);
+  bias_act_check(x, b, c10::nullopt, c10::nullopt, c10::nullopt, 0, dim, act);
+}
+
+inline void bias_act_masked_grad_check(const at::Tensor& dy, const at::Tensor& mask, int64_t act) {
+  TORCH_CHECK(dy.is_floating_point(), "suite_ops::bias_act_masked_grad: dy must be floating point");
+  TORCH_CHECK(act >= 1 && act <= 3, "suite_ops::bias_act_masked_grad: act must be 1, 2 or 3, got ", act);
+  TORCH_CHECK(mask.dim() == 1 && mask.scalar_type() == at::kInt && mask.device() == dy.device() &&
+                  mask.is_contiguous() && mask.numel() == 2 * ((dy.numel() + 31) / 32),
+              "suite_ops::bias_act_masked_grad: mask must be the contiguous int32 [2 * ceil(numel / 32)] tensor of "
+              "bias_act_masked on dy's device, got ", mask.sizes(), " ", mask.scalar_type());
+}
+
 inline void grid_sample_check(const at::Tensor& input, const at::Tensor& grid) {
   TORCH_CHECK(input.dim() == 4, "suite_ops::grid_sample_2d: input must be [N, C, H, W], got ", input.sizes());
   TORCH_CHECK(grid.dim() == 4 && grid.size(3) == 2 && grid.size(0) == input.size(0),

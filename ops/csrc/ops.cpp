@@ -29,6 +29,11 @@ TORCH_LIBRARY(suite_ops, m) {
   m.def(
       "bias_act(Tensor x, Tensor? b, Tensor? xref, Tensor? yref, Tensor? dy, int grad, int dim, int act, "
       "float alpha, float gain, float clamp, bool save_y) -> Tensor");
+  // Forward of linear (+clamp), relu and lrelu that also packs the 2-bit gradient mask (bias_act_math.h).
+  m.def(
+      "bias_act_masked(Tensor x, Tensor? b, int dim, int act, float alpha, float gain, float clamp) "
+      "-> (Tensor, Tensor)");
+  m.def("bias_act_masked_grad(Tensor dy, Tensor mask, int act, float alpha, float gain) -> Tensor");
   m.def("grid_sample_2d(Tensor input, Tensor grid) -> Tensor");
   m.def(
       "grid_sample_2d_backward(Tensor grad_out, Tensor input, Tensor grid, bool input_grad, bool grid_grad) "

@@ -9,6 +9,7 @@ import itertools
 import pytest
 import torch
 
+import ops.bias_act as bias_act_module
 from ops import _backend
 from ops.bias_act import (
     _bias_act_compiled,
@@ -128,22 +129,79 @@ def test_upfirdn2d_nearly_separable_filter():
         torch.testing.assert_close(_upfirdn2d_compiled(x, f, **kw), _upfirdn2d_ref(x, f, **kw), atol=1e-12, rtol=1e-12)
 
 
+@pytest.fixture(params=[True, False], ids=["masked", "saved_output"])
+def masked_route(request, monkeypatch):
+    """Both CPU routes of linear(+clamp)/relu/lrelu: the 2-bit mask (AVX2 CPUs) and the saved output (others)."""
+    monkeypatch.setitem(bias_act_module._masked_on_cpu, "enabled", request.param)
+    return request.param
+
+
 @pytest.mark.parametrize("act", ["linear", "relu", "lrelu"])
 @pytest.mark.parametrize("gain", [1.7, -0.5, 0.0])
-def test_bias_act_piecewise_linear_gains(act, gain, use_backend):
-    """The first-derivative fast path of linear/relu/lrelu (sign of the saved output times sign(gain)) with
-    positive, negative and zero gain, with and without clamp, vs the reference."""
+def test_bias_act_piecewise_linear_gains(act, gain, use_backend, masked_route):
+    """The first-derivative fast paths of linear/relu/lrelu (side of the saved output times sign(gain), as a mask
+    or read from the output) with positive, negative and zero gain, with and without clamp, vs the reference."""
     use_backend("compiled")
     torch.manual_seed(0)
     x = (torch.randn(2, 5, 6, 7, dtype=torch.float64) * 2).requires_grad_()
     b = torch.randn(5, dtype=torch.float64)
-    for clamp in (None, 1.5):
+    for clamp in (None, 1.5, 0.0):
         for mode in ("passthrough", "mask") if act == "linear" else ("passthrough",):
             set_linear_clamp_grad(mode)
             ref = _grads(lambda t, c=clamp: _bias_act_ref(t, b, 1, act, None, gain, c), x)
             out = _grads(lambda t, c=clamp: bias_act(t, b, 1, act, None, gain, c), x)
             for a, r in zip(out, ref):
                 torch.testing.assert_close(a, r, atol=1e-12, rtol=1e-12)
+
+
+MASK_SHAPES = {
+    "rows_of_whole_groups": ((2, 6, 8, 8), 1),  # inner 64: the fused AVX2 loop in fp32
+    "short_rows": ((3, 7, 5), 1),  # inner 5: groups straddle rows
+    "tail_group": ((37, 3), 0),  # numel 111: a partial last group, inner 3
+}
+
+
+@pytest.mark.parametrize("shape", sorted(MASK_SHAPES))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_bias_act_masked_ops_match_saved_output_ops(shape, dtype):
+    """suite_ops.bias_act_masked returns the same output as bias_act (bitwise, NaN, -0 and exact clamp hits
+    included) and bias_act_masked_grad the same first derivative as mode 1 with the saved output."""
+    lib = torch.ops.suite_ops
+    size, dim = MASK_SHAPES[shape]
+    torch.manual_seed(0)
+    x = torch.randn(size, dtype=dtype) * 2
+    flat = x.view(-1)
+    flat[:6] = torch.tensor([float("nan"), -0.0, 0.0, 1.25, -1.25, float("inf")], dtype=dtype)
+    b = torch.randn(size[dim], dtype=dtype)
+    b[0] = 0.0  # x + b keeps -0, +-1.25 (an exact clamp hit at clamp 1.25, gain 1) and the NaN in row 0
+    dy = torch.randn(size, dtype=dtype)
+    for act, alpha in ((1, 0.0), (2, 0.0), (3, 0.2)):
+        for gain in (1.0, 1.4, -0.6, 0.0):
+            for clamp in (-1.0, 1.25, 0.0):
+                if act == 1 and clamp < 0:
+                    continue  # linear without clamp has no mask path (its derivative is dy * gain)
+                y, mask = lib.bias_act_masked(x, b, dim, act, alpha, gain, clamp)
+                y_ref = lib.bias_act(x, b, None, None, None, 0, dim, act, alpha, gain, clamp, True)
+                assert mask.dtype == torch.int32 and mask.shape == (2 * ((x.numel() + 31) // 32),)
+                torch.testing.assert_close(y, y_ref, atol=0, rtol=0, equal_nan=True)
+                assert torch.equal(torch.signbit(y), torch.signbit(y_ref))
+                if act > 1:  # and the reference's rounding (fp32: the AVX2 loop against ATen's ops)
+                    name = "relu" if act == 2 else "lrelu"
+                    ref = _bias_act_ref(x, b, dim, name, alpha, gain, None if clamp < 0 else clamp)
+                    keep = ~x.isnan() if act == 2 else torch.ones_like(x, dtype=torch.bool)  # NVIDIA: relu(NaN) = 0
+                    torch.testing.assert_close(y[keep], ref[keep], atol=0, rtol=0, equal_nan=True)
+                dx = lib.bias_act_masked_grad(dy, mask, act, alpha, gain)
+                dx_ref = lib.bias_act(dy, b, None, y_ref, None, 1, dim, act, alpha, gain, clamp, True)
+                torch.testing.assert_close(dx, dx_ref, atol=0, rtol=0, equal_nan=True)
+
+
+def test_bias_act_masked_grad_rejects_a_foreign_mask():
+    lib = torch.ops.suite_ops
+    y, mask = lib.bias_act_masked(torch.randn(4, 40), None, 1, 3, 0.2, 1.0, -1.0)
+    with pytest.raises(RuntimeError, match=r"mask must be the contiguous int32 \[2 \* ceil\(numel / 32\)\]"):
+        lib.bias_act_masked_grad(torch.randn(4, 41), mask, 3, 0.2, 1.0)
+    with pytest.raises(RuntimeError, match="act must be linear"):
+        lib.bias_act_masked(torch.randn(4, 40), None, 1, 4, 0.0, 1.0, -1.0)
 
 
 @pytest.mark.parametrize("act", sorted(activation_funcs))
@@ -243,6 +301,9 @@ def test_opcheck():
     torch.library.opcheck(ops_.bias_act.default, (x, b, None, None, None, 0, 1, 3, 0.2, 1.41, -1.0, True))
     y = torch.randn(1, 2, 6, 5)
     torch.library.opcheck(ops_.bias_act.default, (x, b, y, y.tanh(), None, 1, 1, 4, 0.0, 1.0, -1.0, True))
+    torch.library.opcheck(ops_.bias_act_masked.default, (x, b, 1, 3, 0.2, 1.41, 0.5))
+    _, mask = ops_.bias_act_masked(x, b, 1, 3, 0.2, 1.41, 0.5)
+    torch.library.opcheck(ops_.bias_act_masked_grad.default, (y.requires_grad_(), mask, 3, 0.2, 1.41))
     grid = torch.rand(1, 3, 4, 2) * 2 - 1
     torch.library.opcheck(ops_.grid_sample_2d.default, (x, grid))
     go = torch.randn(1, 2, 3, 4)
@@ -263,6 +324,11 @@ def test_torch_compile_fullgraph(use_backend):
     x, b = torch.randn(1, 2, 4, 4), torch.randn(2)
     compiled = torch.compile(fn, fullgraph=True, backend="aot_eager")
     torch.testing.assert_close(compiled(x, b), fn(x, b))
+    # with gradients: bias_act takes the masked path (its route is decided from plain values while tracing)
+    x.requires_grad_(), b.requires_grad_()
+    grads = torch.autograd.grad(compiled(x, b).square().sum(), (x, b))
+    for g, r in zip(grads, torch.autograd.grad(fn(x, b).square().sum(), (x, b))):
+        torch.testing.assert_close(g, r)
 
 
 def test_fixture_parity_compiled(fixture_records, use_backend):
