@@ -63,9 +63,8 @@ at::Tensor bias_act_cuda(const at::Tensor& x_in, const c10::optional<at::Tensor>
   const at::Tensor x = x_in.contiguous();
   at::Tensor y = at::empty_like(x, at::MemoryFormat::Contiguous);
   if (x.numel() == 0) return y;
-  int64_t inner = 1;
-  for (int64_t i = dim + 1; i < x.dim(); ++i) inner *= x.size(i);
-  const int64_t channels = x.dim() > 0 ? x.size(dim) : 1;
+  const BiasActLayout layout = bias_act_layout(x, dim);
+  const int64_t inner = layout.inner, channels = layout.channels;
   const at::Tensor bc = b.has_value() ? b->contiguous() : at::Tensor();
   const at::Tensor xrc = xref.has_value() ? xref->contiguous() : at::Tensor();
   const at::Tensor yrc = yref.has_value() ? yref->contiguous() : at::Tensor();
@@ -133,16 +132,11 @@ __global__ void bias_act_masked_grad_kernel(const scalar_t* __restrict__ dy, con
 std::tuple<at::Tensor, at::Tensor> bias_act_masked_cuda(const at::Tensor& x_in, const c10::optional<at::Tensor>& b,
                                                         int64_t dim, int64_t act, double alpha, double gain,
                                                         double clamp) {
-  bias_act_masked_check(x_in, b, dim, act);
   const c10::cuda::CUDAGuard guard(x_in.device());
-  const at::Tensor x = x_in.contiguous();
-  at::Tensor y = at::empty_like(x, at::MemoryFormat::Contiguous);
-  at::Tensor mask = at::empty({mask_words(x.numel())}, x.options().dtype(at::kInt));
+  const BiasActMaskedArgs args = bias_act_masked_prepare(x_in, b, dim, act);
+  const at::Tensor &x = args.x, &bc = args.b, &y = args.y, &mask = args.mask;
   if (x.numel() == 0) return {y, mask};
-  int64_t inner = 1;
-  for (int64_t i = dim + 1; i < x.dim(); ++i) inner *= x.size(i);
-  const int64_t channels = x.dim() > 0 ? x.size(dim) : 1;
-  const at::Tensor bc = b.has_value() ? b->contiguous() : at::Tensor();
+  const int64_t inner = args.layout.inner, channels = args.layout.channels;
   const int threads = 256;  // a multiple of the warp size: every warp starts at a mask-group boundary
   const int64_t blocks = elementwise_blocks(x.numel(), threads);
   const auto stream = c10::cuda::getCurrentCUDAStream();

@@ -126,6 +126,21 @@ bool cpu_has_avx2() {
 #endif
 }
 
+// Forward values of flat elements [begin, end), split at row boundaries so the bias is constant in each inner loop;
+// CLAMP is a compile-time switch so the element math inlines branch-free and the loop vectorises (with
+// -fno-trapping-math, setup.py).
+template <int A, bool CLAMP, typename scalar_t, typename T>
+void forward_range(const scalar_t* x, const scalar_t* b, int64_t inner, int64_t channels, int64_t begin, int64_t end,
+                   T alpha, T gain, T clamp, scalar_t* y) {
+  const T c = CLAMP ? clamp : T(-1);
+  for (int64_t i = begin; i < end;) {
+    const int64_t r = i / inner;
+    const int64_t stop = std::min(end, (r + 1) * inner);
+    const T bv = b ? T(b[r % channels]) : T(0);
+    for (; i < stop; ++i) y[i] = scalar_t(bias_act_elem<A, 0, T>(T(x[i]) + bv, T(0), T(0), T(1), alpha, gain, c));
+  }
+}
+
 template <typename scalar_t>
 struct BiasActCpu {
   using T = at::opmath_type<scalar_t>;
@@ -134,24 +149,21 @@ struct BiasActCpu {
   int64_t rows, inner, channels;
   T alpha, gain, clamp;
 
-  // Loop over [begin, end) rows; CLAMP is a compile-time switch so the element math inlines branch-free and the
-  // inner loop vectorises (with -fno-trapping-math, setup.py).
+  // Loop over [begin, end) rows, CLAMP at compile time as in forward_range.
   template <int A, int G, bool CLAMP>
   void rows_loop(int64_t begin, int64_t end) const {
+    if constexpr (G == 0) {  // forward: only x and b
+      forward_range<A, CLAMP>(xp, bp, inner, channels, begin * inner, end * inner, alpha, gain, clamp, yp);
+      return;
+    }
     const T c = CLAMP ? clamp : T(-1);
     for (int64_t r = begin; r < end; ++r) {
       const T bv = bp ? T(bp[r % channels]) : T(0);
-      const int64_t o = r * inner;
-      if (G == 0) {  // forward: only x and b
-        for (int64_t i = o; i < o + inner; ++i)
-          yp[i] = scalar_t(bias_act_elem<A, 0, T>(T(xp[i]) + bv, T(0), T(0), T(1), alpha, gain, c));
-      } else {
-        for (int64_t i = o; i < o + inner; ++i) {
-          const T xr = (xrp ? T(xrp[i]) : T(0)) + bv;
-          const T yr = yrp ? T(yrp[i]) : T(0);
-          const T d = dyp ? T(dyp[i]) : T(1);
-          yp[i] = scalar_t(bias_act_elem<A, G, T>(T(xp[i]), xr, yr, d, alpha, gain, c));
-        }
+      for (int64_t i = r * inner; i < (r + 1) * inner; ++i) {
+        const T xr = (xrp ? T(xrp[i]) : T(0)) + bv;
+        const T yr = yrp ? T(yrp[i]) : T(0);
+        const T d = dyp ? T(dyp[i]) : T(1);
+        yp[i] = scalar_t(bias_act_elem<A, G, T>(T(xp[i]), xr, yr, d, alpha, gain, c));
       }
     }
   }
@@ -254,9 +266,8 @@ at::Tensor bias_act_cpu(const at::Tensor& x_in, const c10::optional<at::Tensor>&
   at::Tensor y = at::empty_like(x, at::MemoryFormat::Contiguous);
   const int64_t numel = x.numel();
   if (numel == 0) return y;
-  const int64_t channels = x.dim() > 0 ? x.size(dim) : 1;
-  int64_t inner = 1;
-  for (int64_t i = dim + 1; i < x.dim(); ++i) inner *= x.size(i);
+  const BiasActLayout layout = bias_act_layout(x, dim);
+  const int64_t inner = layout.inner, channels = layout.channels;
   const int64_t rows = numel / inner;
   const at::Tensor bc = b.has_value() ? b->contiguous() : at::Tensor();
   const at::Tensor xrc = xref.has_value() ? xref->contiguous() : at::Tensor();
@@ -316,19 +327,7 @@ struct BiasActMaskedCpu {
   int64_t numel, inner, channels;
   T alpha, gain, clamp;
 
-  // Forward values over [begin, end), split at row boundaries so the bias is constant per inner loop.
-  template <int A, bool CLAMP>
-  void values(int64_t begin, int64_t end) const {
-    const T c = CLAMP ? clamp : T(-1);
-    for (int64_t i = begin; i < end;) {
-      const int64_t r = i / inner;
-      const int64_t stop = std::min(end, (r + 1) * inner);
-      const T bv = bp ? T(bp[r % channels]) : T(0);
-      for (; i < stop; ++i) yp[i] = scalar_t(bias_act_elem<A, 0, T>(T(xp[i]) + bv, T(0), T(0), T(1), alpha, gain, c));
-    }
-  }
-
-  // Groups [wb, we): the fused AVX2 pass, or the values of 64 groups at a time and then their mask words
+  // Groups [wb, we): the fused AVX2 pass, or forward_range over 64 groups at a time and then their mask words
   // while they are in L1.
   template <int A, bool CLAMP>
   void words(int64_t wb, int64_t we) const {
@@ -348,7 +347,8 @@ struct BiasActMaskedCpu {
 #endif
     for (int64_t w0 = wb; w0 < we; w0 += 64) {
       const int64_t w1 = std::min(we, w0 + 64);
-      values<A, CLAMP>(w0 * kMaskGroup, std::min(numel, w1 * kMaskGroup));
+      forward_range<A, CLAMP>(xp, bp, inner, channels, w0 * kMaskGroup, std::min(numel, w1 * kMaskGroup), alpha, gain,
+                              clamp, yp);
       for (int64_t w = w0; w < w1; ++w) {
         const int64_t i = w * kMaskGroup;
         pack_mask<A>(yp + i, std::min(kMaskGroup, numel - i), s, c, mp + 2 * w);
@@ -367,15 +367,9 @@ struct BiasActMaskedCpu {
 std::tuple<at::Tensor, at::Tensor> bias_act_masked_cpu(const at::Tensor& x_in, const c10::optional<at::Tensor>& b,
                                                        int64_t dim, int64_t act, double alpha, double gain,
                                                        double clamp) {
-  bias_act_masked_check(x_in, b, dim, act);
-  const at::Tensor x = x_in.contiguous();
-  at::Tensor y = at::empty_like(x, at::MemoryFormat::Contiguous);
-  at::Tensor mask = at::empty({mask_words(x.numel())}, x.options().dtype(at::kInt));
+  const BiasActMaskedArgs args = bias_act_masked_prepare(x_in, b, dim, act);
+  const at::Tensor &x = args.x, &bc = args.b, &y = args.y, &mask = args.mask;
   if (x.numel() == 0) return {y, mask};
-  int64_t inner = 1;
-  for (int64_t i = dim + 1; i < x.dim(); ++i) inner *= x.size(i);
-  const int64_t channels = x.dim() > 0 ? x.size(dim) : 1;
-  const at::Tensor bc = b.has_value() ? b->contiguous() : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "suite_ops::bias_act_masked_cpu", [&] {
     using T = at::opmath_type<scalar_t>;
     const BiasActMaskedCpu<scalar_t> run{x.const_data_ptr<scalar_t>(),
@@ -383,8 +377,8 @@ std::tuple<at::Tensor, at::Tensor> bias_act_masked_cpu(const at::Tensor& x_in, c
                                          y.mutable_data_ptr<scalar_t>(),
                                          mask.mutable_data_ptr<int32_t>(),
                                          x.numel(),
-                                         inner,
-                                         channels,
+                                         args.layout.inner,
+                                         args.layout.channels,
                                          T(alpha),
                                          T(gain),
                                          T(clamp)};

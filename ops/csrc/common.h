@@ -3,6 +3,8 @@
 
 #include <ATen/ATen.h>
 
+#include "bias_act_math.h"
+
 namespace suite_ops {
 
 struct UpfirdnShape {
@@ -45,10 +47,35 @@ inline void bias_act_check(const at::Tensor& x, const c10::optional<at::Tensor>&
   }
 }
 
+// x viewed as [outer, C, inner] around dim (C = x.shape[dim]): the bias index of flat element i is (i / inner) % C.
+struct BiasActLayout {
+  int64_t inner, channels;
+};
+
+inline BiasActLayout bias_act_layout(const at::Tensor& x, int64_t dim) {
+  int64_t inner = 1;
+  for (int64_t i = dim + 1; i < x.dim(); ++i) inner *= x.size(i);
+  return {inner, x.dim() > 0 ? x.size(dim) : 1};
+}
+
 inline void bias_act_masked_check(const at::Tensor& x, const c10::optional<at::Tensor>& b, int64_t dim, int64_t act) {
   TORCH_CHECK(act >= 1 && act <= 3, "suite_ops::bias_act_masked: act must be linear (1), relu (2) or lrelu (3), got ",
               act);
   bias_act_check(x, b, c10::nullopt, c10::nullopt, c10::nullopt, 0, dim, act);
+}
+
+// Checked, contiguous inputs and the allocated outputs of bias_act_masked (CPU and CUDA alike).
+struct BiasActMaskedArgs {
+  at::Tensor x, b, y, mask;
+  BiasActLayout layout;
+};
+
+inline BiasActMaskedArgs bias_act_masked_prepare(const at::Tensor& x_in, const c10::optional<at::Tensor>& b,
+                                                 int64_t dim, int64_t act) {
+  bias_act_masked_check(x_in, b, dim, act);
+  const at::Tensor x = x_in.contiguous();
+  return {x, b.has_value() ? b->contiguous() : at::Tensor(), at::empty_like(x, at::MemoryFormat::Contiguous),
+          at::empty({mask_words(x.numel())}, x.options().dtype(at::kInt)), bias_act_layout(x, dim)};
 }
 
 inline void bias_act_masked_grad_check(const at::Tensor& dy, const at::Tensor& mask, int64_t act) {
