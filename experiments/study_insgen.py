@@ -47,7 +47,7 @@ def train_and_evaluate(method: str, kimg: float, seed: int, out: Path, n_fake: i
     import pytorch_lightning as pl
     import torch
 
-    from datamodules.imageio import save_image_grid
+    from networks.image_output import save_image_grid
     from metrics.detectors import load_detector
     from metrics.evaluation import evaluate_generator
     from metrics.protocol import MetricProtocol

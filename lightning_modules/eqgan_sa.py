@@ -1,67 +1,97 @@
-"""EqGAN-SA training (Wang et al., CVPR 2022): StyleGAN2 + spatial heatmaps + GradCAM alignment loss.
+"""EqGAN-SA training (Wang et al., CVPR 2022, arXiv 2112.00718): StyleGAN2 + spatial heatmaps + GradCAM alignment.
 
-Spec ``eqgan_sa.md`` §3 (losses), §6 (DI), §10 (config), §11 (suite improvements). A delta on
-:class:`lightning_modules.gan.AdversarialModule`:
+A delta on :class:`lightning_modules.stylegan2_ada.StyleGAN2ADAModule` (genforce/eqgan-sa ``training/loss.py``):
 
-- ``run_G`` feeds every G call its own heatmaps (``spatial=``) when the generator has SEL;
-- ``gmain_loss`` adds ``G/align`` = Σ_l w_l · L_l (§3): GradCAM of D on the fakes at blocks b8/b16/b32, computed
-  with ``torch.autograd.grad`` on the block outputs (no backward hooks, no global state, §11);
+- ``synthesis_inputs`` gives every G call its own heatmaps (``spatial=``) when the generator has SEL; they come
+  back in the phase's ``fake`` record;
+- ``gmain_loss`` adds ``G/align`` = Σ_l w_l · L_l (Sec. 3.2): GradCAM of D on the fakes at blocks b8/b16/b32,
+  read from the taps of the ``gmain.fake`` pass and computed with ``torch.autograd.grad`` (no hooks, no state);
 - the disequilibrium indicator (``metrics.disequilibrium``) is measured during training and logged as
   ``metrics/DI``; heatmap and CAM grids are written as PNG and sent to the loggers with ``log_image``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from datamodules.imageio import save_image_grid, to_uint8
-from lightning_modules.gan import AdversarialModule
+from lightning_modules.config import ConfigError, check_choice, check_range, parse_block
+from lightning_modules.gan import RealBatch
+from lightning_modules.phases import Phase, PhaseOutput
+from lightning_modules.stylegan2_ada import StyleGAN2ADAModule
 from metrics.disequilibrium import DisequilibriumIndicator
 from networks.eqgan_sa import LEVELS, HeatmapParams, render_heatmaps
+from networks.image_output import to_uint8
 
 log = logging.getLogger(__name__)
 
-LEVEL_RES = {"b8": 8, "b16": 16, "b32": 32}  # D block whose output (4², 8², 16²) is GradCAM'd, spec §2.4
+LEVEL_RES = {"b8": 8, "b16": 16, "b32": 32}  # D block whose output (4², 8², 16²) is GradCAM'd
 CAM_RELU = ("per_channel", "after_sum")
-EQGAN_DEFAULTS = dict(
-    ablation=None,
-    variants=None,
-    align_loss=True,
-    align_weight=1.0,
-    level_weights=[1.0, 1.0, 1.0],
-    align_threshold=0.25,
-    cam_relu="per_channel",
-)
-DI_DEFAULTS = dict(enabled=True, every_kimg=4.0, interval=1, generator="train", augment=False)
+
+
+@dataclasses.dataclass
+class EqGANConfig:
+    """``model.eqgan``: ``ablation`` (a row label of ``variants``, checked against the built switches),
+    ``align_loss`` (needs SEL), ``align_weight`` (1.0 [C]), ``level_weights`` (b8/b16/b32, [1, 1, 1] [C]),
+    ``align_threshold`` (0.25 [C]), ``cam_relu`` (``per_channel`` [C] | ``after_sum``)."""
+
+    ablation: str | None = None
+    variants: dict[str, Any] | None = None
+    align_loss: bool = True
+    align_weight: float = 1.0
+    level_weights: list[float] = dataclasses.field(default_factory=lambda: [1.0, 1.0, 1.0])
+    align_threshold: float = 0.25
+    cam_relu: str = "per_channel"
+
+    def __post_init__(self):
+        check_choice("model.eqgan.cam_relu", self.cam_relu, CAM_RELU)
+        if len(self.level_weights) != len(LEVELS):
+            raise ConfigError(f"model.eqgan.level_weights: expected {len(LEVELS)} weights, got {self.level_weights}")
+
+
+@dataclasses.dataclass
+class DIConfig:
+    """``model.di``: training-time disequilibrium indicator [X]: ``enabled``, ``every_kimg`` (log window),
+    ``interval`` (measure every k iterations), ``generator`` (``train`` | ``ema``), ``augment``."""
+
+    enabled: bool = True
+    every_kimg: float = 4.0
+    interval: int = 1
+    generator: str = "train"
+    augment: bool = False
+
+    def __post_init__(self):
+        check_choice("model.di.generator", self.generator, ("train", "ema"))
+        check_range("model.di.interval", self.interval, low=1)
+        check_range("model.di.every_kimg", self.every_kimg, low=0, open_low=True)
 
 
 # ------------------------------------------------------------------------------------------- GradCAM
-def gradcam_weights(
-    D: nn.Module, img: torch.Tensor, c: torch.Tensor, resolutions: list[int]
-) -> dict[int, torch.Tensor]:
-    """α_{l,c} = spatial mean of ∂Σ softplus(−D(x̃))/∂A_l on a detached copy x̃, D in eval mode (§3 step 1).
+def gradcam_weights(D: nn.Module, img: torch.Tensor, c: torch.Tensor, levels: list[str]) -> dict[str, torch.Tensor]:
+    """α_{l,c} = spatial mean of ∂Σ softplus(−D(x̃))/∂A_l on a detached copy x̃, D in eval mode (Sec. 3.2).
 
-    Returns ``{block res: α [N, C]}`` (detached). Uses ``autograd.grad``, so no parameter receives a gradient.
+    Returns ``{level: α [N, C]}`` (detached) for the D taps ``levels``. Uses ``autograd.grad``, so no parameter
+    receives a gradient.
     """
     mode = D.training
     D.eval()
     try:
         with torch.enable_grad():
             x = img.detach().requires_grad_(True)
-            logits, feats = D(x, c, return_features=True)
-            grads = torch.autograd.grad(F.softplus(-logits).sum(), [feats[r] for r in resolutions])
+            logits, feats = D(x, c, taps=levels)
+            grads = torch.autograd.grad(F.softplus(-logits).sum(), [feats[lvl] for lvl in levels])
     finally:
         D.train(mode)
-    return {r: g.mean(dim=(2, 3)).detach() for r, g in zip(resolutions, grads)}
+    return {lvl: g.mean(dim=(2, 3)).detach() for lvl, g in zip(levels, grads)}
 
 
 def gradcam(alpha: torch.Tensor, feats: torch.Tensor, relu: str = "per_channel") -> torch.Tensor:
-    """CAM [N, 1, h, w]: Σ_c ReLU(α_c·A_c) (``per_channel``, the official form) or ReLU(Σ_c α_c·A_c) (§3 step 2)."""
+    """CAM [N, 1, h, w]: Σ_c ReLU(α_c·A_c) (``per_channel``, the official form) or ReLU(Σ_c α_c·A_c) (Sec. 3.2)."""
     weighted = alpha[:, :, None, None].to(feats.dtype) * feats
     if relu == "per_channel":
         return weighted.relu().sum(dim=1, keepdim=True)
@@ -71,7 +101,7 @@ def gradcam(alpha: torch.Tensor, feats: torch.Tensor, relu: str = "per_channel")
 
 
 def minmax_normalise(x: torch.Tensor) -> torch.Tensor:
-    """Per-sample (x − min)/(max − min) with detached min/max; NaN → 0, +inf → 1 (§3 step 3)."""
+    """Per-sample (x − min)/(max − min) with detached min/max; NaN → 0, +inf → 1 (Sec. 3.2)."""
     flat = x.detach().flatten(1)
     lo = flat.min(dim=1).values.view(-1, 1, 1, 1)
     hi = flat.max(dim=1).values.view(-1, 1, 1, 1)
@@ -79,20 +109,20 @@ def minmax_normalise(x: torch.Tensor) -> torch.Tensor:
 
 
 def normalise_cam(cam: torch.Tensor, size: int) -> torch.Tensor:
-    """Bilinear upsampling (align_corners=True) to the image size, then per-sample min–max (§3 step 3)."""
+    """Bilinear upsampling (align_corners=True) to the image size, then per-sample min–max (Sec. 3.2)."""
     cam = F.interpolate(cam.float(), size=(size, size), mode="bilinear", align_corners=True)
     return minmax_normalise(cam)
 
 
 def heatmap_target(level: str, maps: torch.Tensor) -> torch.Tensor:
-    """Target H_l [N, 1, R, R]: L1 map as is; L2/L3 channel mean, per-sample min–max (§3 step 4)."""
+    """Target H_l [N, 1, R, R]: L1 map as is; L2/L3 channel mean, per-sample min–max (Sec. 3.2)."""
     if level == "b8":
         return maps[:, :1]
     return minmax_normalise(maps.mean(dim=1, keepdim=True))
 
 
 def thresholded_l1(cam: torch.Tensor, target: torch.Tensor, threshold: float = 0.25) -> torch.Tensor:
-    """Mean of e = |CAM − H| over finite elements with e > threshold; plain mean if ≤ 1 such element (§3 step 5).
+    """Mean of e = |CAM − H| over finite elements with e > threshold; plain mean if ≤ 1 such element (Sec. 3.2).
 
     Written without host syncs (masks and ``torch.where``).
     """
@@ -107,16 +137,12 @@ def thresholded_l1(cam: torch.Tensor, target: torch.Tensor, threshold: float = 0
 
 
 # ----------------------------------------------------------------------------------------- module
-class EqGANModule(AdversarialModule):
-    """EqGAN-SA on the StyleGAN2-ADA base (spec §3–§4, §10).
+class EqGANModule(StyleGAN2ADAModule):
+    """EqGAN-SA on the StyleGAN2-ADA base.
 
-    Args (besides :class:`AdversarialModule`'s):
+    Args (besides :class:`StyleGAN2ADAModule`'s):
         generator: ``networks.eqgan_sa.EqGANGenerator`` (``use_sel`` on/off) or a plain StyleGAN2 generator.
-        eqgan: ``ablation`` (optional row label of ``variants``, checked against the built switches),
-            ``align_loss`` (on/off; needs SEL), ``align_weight`` (1.0 [C]), ``level_weights`` ([1, 1, 1] [C]
-            for b8/b16/b32), ``align_threshold`` (0.25 [C]), ``cam_relu`` (``per_channel`` [C] | ``after_sum``).
-        di: training-time disequilibrium indicator (metrics.md §7 [X]): ``enabled``, ``every_kimg`` (log window),
-            ``interval`` (measure every k iterations), ``generator`` (``train`` | ``ema``), ``augment``.
+        eqgan: :class:`EqGANConfig`. di: :class:`DIConfig`.
         cam_grid: number of samples in the heatmap/CAM figure written with each sample grid.
     """
 
@@ -130,151 +156,128 @@ class EqGANModule(AdversarialModule):
         cam_grid: int = 8,
         **kwargs,
     ):
-        self.eqgan_cfg = _merge("eqgan", EQGAN_DEFAULTS, eqgan)
-        self.di_cfg = _merge("di", DI_DEFAULTS, di)
+        self.eqgan_cfg = cfg = parse_block("model.eqgan", EqGANConfig, eqgan)
+        self.di_cfg = parse_block("model.di", DIConfig, di)
         self.use_sel = bool(getattr(generator, "use_sel", False))
-        cfg = self.eqgan_cfg
-        if cfg["align_loss"] and not self.use_sel:
-            raise ValueError(
+        if cfg.align_loss and not self.use_sel:
+            raise ConfigError(
                 "model.eqgan.align_loss=true needs a generator with SEL (model.generator.use_sel=true): the "
-                "alignment target is the heatmap G was given (eqgan_sa.md §10)"
+                "alignment target is the heatmap G was given"
             )
-        if cfg["ablation"] is not None:
+        if cfg.ablation is not None:
             self._check_ablation(cfg)
-        if cfg["cam_relu"] not in CAM_RELU:
-            raise ValueError(f"model.eqgan.cam_relu: expected one of {CAM_RELU}, got {cfg['cam_relu']!r}")
-        if len(cfg["level_weights"]) != len(LEVELS):
-            raise ValueError(f"model.eqgan.level_weights: expected {len(LEVELS)} weights, got {cfg['level_weights']}")
-        if self.di_cfg["generator"] not in ("train", "ema"):
-            raise ValueError(f"model.di.generator: expected 'train' or 'ema', got {self.di_cfg['generator']!r}")
         super().__init__(generator, discriminator, augment_pipe=augment_pipe, **kwargs)
         self.di_metric = DisequilibriumIndicator()
-        self._capture: dict | None = None
-        self._next_di_kimg = self.di_cfg["every_kimg"]
+        self._di_measured = 0
+        self._next_di_kimg = self.di_cfg.every_kimg
         d_res = set(getattr(discriminator, "block_resolutions", []))
         self.align_levels = [lvl for lvl in LEVELS if LEVEL_RES[lvl] in d_res]
         skipped = [lvl for lvl in LEVELS if lvl not in self.align_levels]
-        if cfg["align_loss"] and skipped:
+        if cfg.align_loss and skipped:
             log.warning("EqGAN-SA: D has no block %s at this resolution: alignment levels %s skipped", skipped, skipped)
+        if cfg.align_loss and self.align_levels:
+            self.d_taps = {"gmain.fake": tuple(self.align_levels)}
 
-    def _check_ablation(self, cfg: dict) -> None:
+    def _check_ablation(self, cfg: EqGANConfig) -> None:
         """``ablation`` names a row of ``variants`` ({use_sel, align_loss}); the built switches must match it."""
-        variants = dict(cfg["variants"] or {})
-        if cfg["ablation"] not in variants:
-            raise ValueError(
-                f"model.eqgan.ablation: expected one of {sorted(variants)} (model.eqgan.variants), "
-                f"got {cfg['ablation']!r}"
+        variants = dict(cfg.variants or {})
+        if cfg.ablation not in variants:
+            raise ConfigError(
+                f"model.eqgan.ablation: expected one of {sorted(variants)} (model.eqgan.variants), got {cfg.ablation!r}"
             )
-        want = dict(variants[cfg["ablation"]])
-        got = {"use_sel": self.use_sel, "align_loss": bool(cfg["align_loss"])}
+        want = dict(variants[cfg.ablation])
+        got = {"use_sel": self.use_sel, "align_loss": bool(cfg.align_loss)}
         if {k: bool(want.get(k)) for k in got} != got:
-            raise ValueError(
-                f"model.eqgan.ablation={cfg['ablation']} means {want}, but the model was built with {got} "
+            raise ConfigError(
+                f"model.eqgan.ablation={cfg.ablation} means {want}, but the model was built with {got} "
                 "(set model.eqgan.ablation instead of model.generator.use_sel / model.eqgan.align_loss)"
             )
 
     # -------------------------------------------------------------------------------- generation
-    def run_G(self, z: torch.Tensor, c: torch.Tensor, update_emas: bool = True, **synthesis_kwargs):
-        """Every G call gets fresh heatmaps (spec §2.1); during Gmain they are kept for the alignment loss."""
-        if self.use_sel and synthesis_kwargs.get("spatial") is None:
-            synthesis_kwargs["spatial"] = self.G.sample_heatmaps(z.shape[0], device=z.device)
-        if self._capture is not None and self.use_sel:
-            self._capture["heatmaps"] = synthesis_kwargs["spatial"]
-        return super().run_G(z, c, update_emas=update_emas, **synthesis_kwargs)
-
-    def run_D(self, img: torch.Tensor, c: torch.Tensor, **kwargs):
-        """During Gmain also keep the (augmented) fakes and D's block outputs, attached to G's graph (§3 step 2)."""
-        if self._capture is None or kwargs:
-            return super().run_D(img, c, **kwargs)
-        aug = self.augment(img)
-        logits, feats = self.D(aug, c, return_features=True)
-        self._capture.update(aug=aug, c=c, features=feats)
-        return logits
+    def synthesis_inputs(self, z: torch.Tensor) -> dict:
+        """Every G call gets fresh heatmaps (Sec. 3.1), returned in the pass's ``fake`` record."""
+        if not self.use_sel:
+            return {}
+        return {"spatial": self.G.sample_heatmaps(z.shape[0], device=z.device)}
 
     # ------------------------------------------------------------------------------------ losses
-    def gmain_loss(self, real_img: torch.Tensor, real_c: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Non-saturating G loss (base) + ``G/align`` (spec §3)."""
-        if not self.eqgan_cfg["align_loss"] or not self.align_levels:
-            return super().gmain_loss(real_img, real_c)
-        self._capture = {}
-        try:
-            terms = super().gmain_loss(real_img, real_c)
-            cap = self._capture
-        finally:
-            self._capture = None
-        per_level = self.alignment_loss(cap["aug"], cap["c"], cap["features"], cap["heatmaps"])
-        weights = dict(zip(LEVELS, self.eqgan_cfg["level_weights"]))
+    def gmain_loss(self, real: RealBatch) -> PhaseOutput:
+        """Non-saturating G loss (base) + ``G/align`` (Sec. 3.2) from the ``gmain.fake`` pass's taps."""
+        out = super().gmain_loss(real)
+        if not self.eqgan_cfg.align_loss or not self.align_levels:
+            return out
+        fake, d_fake = out.records["fake"], out.records["d_fake"]
+        per_level = self.alignment_loss(d_fake.input, fake.c, d_fake.taps, fake.inputs["spatial"])
+        weights = dict(zip(LEVELS, self.eqgan_cfg.level_weights))
         total = sum(weights[lvl] * loss for lvl, loss in per_level.items())
         for lvl, loss in per_level.items():
-            self.log_stat(f"align/{lvl}", loss)
-        terms["G/align"] = self.eqgan_cfg["align_weight"] * total
-        return terms
+            self.stats.report(f"align/{lvl}", loss)
+        return PhaseOutput({**out.terms, "G/align": self.eqgan_cfg.align_weight * total}, out.records)
 
-    def cams(self, img: torch.Tensor, c: torch.Tensor, features: dict[int, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Normalised CAMs ``{level: [N, 1, R, R]}``: α from a detached pass, A = ``features`` (§3 steps 1–3)."""
-        res = [LEVEL_RES[lvl] for lvl in self.align_levels]
-        alphas = gradcam_weights(self.D, img, c, res)
+    def cams(self, img: torch.Tensor, c: torch.Tensor, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Normalised CAMs ``{level: [N, 1, R, R]}``: α from a detached pass, A = ``features`` (Sec. 3.2)."""
+        alphas = gradcam_weights(self.D, img, c, self.align_levels)
         size = img.shape[-1]
         return {
-            lvl: normalise_cam(gradcam(alphas[r], features[r], self.eqgan_cfg["cam_relu"]), size)
-            for lvl, r in zip(self.align_levels, res)
+            lvl: normalise_cam(gradcam(alphas[lvl], features[lvl], self.eqgan_cfg.cam_relu), size)
+            for lvl in self.align_levels
         }
 
     def alignment_loss(
-        self, img: torch.Tensor, c: torch.Tensor, features: dict[int, torch.Tensor], heatmaps
+        self, img: torch.Tensor, c: torch.Tensor, features: dict[str, torch.Tensor], heatmaps
     ) -> dict[str, torch.Tensor]:
-        """L_l = thresholded L1 between the normalised CAM and the heatmap target of level l (§3 steps 1–5)."""
+        """L_l = thresholded L1 between the normalised CAM and the heatmap target of level l (Sec. 3.2)."""
         size = img.shape[-1]
         if isinstance(heatmaps, HeatmapParams):
             heatmaps = render_heatmaps(heatmaps, size, self.G.synthesis.sampler.floor)
         cams = self.cams(img, c, features)
-        thr = self.eqgan_cfg["align_threshold"]
         out = {}
         for lvl, cam in cams.items():
             target = heatmaps[lvl]
             if target.shape[-1] != size:
                 target = F.interpolate(target, size=(size, size), mode="bilinear", align_corners=True)
-            out[lvl] = thresholded_l1(cam, heatmap_target(lvl, target), thr)
+            out[lvl] = thresholded_l1(cam, heatmap_target(lvl, target), self.eqgan_cfg.align_threshold)
         return out
 
     # ------------------------------------------------------------------------------------------ DI
-    def after_phase(self, phase: str, real_img: torch.Tensor, real_c: torch.Tensor) -> None:
-        """After the D step, measure D on pure-real and pure-fake batches for the DI (metrics.md §7)."""
-        super().after_phase(phase, real_img, real_c)
+    def after_phase(self, phase: Phase, out: PhaseOutput) -> None:
+        """After the D step, measure D on pure-real and pure-fake batches for the DI (metrics.md)."""
         cfg = self.di_cfg
-        if phase != "Dmain" or not cfg["enabled"] or int(self.iteration) % int(cfg["interval"]) != 0:
+        if phase.name != "Dmain" or not cfg.enabled or self.progress.iteration % cfg.interval != 0:
             return
-        G = self.G_ema if cfg["generator"] == "ema" else self.G
+        real: RealBatch = out.records["real"]
+        G = self.G_ema if cfg.generator == "ema" else self.G
         mode = self.D.training
         self.D.eval()
         try:
             with torch.no_grad():
-                n = real_img.shape[0]
-                c = self.sample_c(n, real_c)
-                spatial = G.sample_heatmaps(n, device=self.device) if self.use_sel else None
-                fake = G(self.sample_z(n), c, **({"spatial": spatial} if spatial is not None else {}))
-                real = real_img
-                if cfg["augment"]:
-                    real, fake = self.augment(real), self.augment(fake)
-                self.di_metric.update(self.D(real, real_c), real=True)
+                n = len(real)
+                c = self.sample_c(n, real.c)
+                z = self.sample_z(n)
+                fake = G(z, c, **self.synthesis_inputs(z))
+                img = real.img
+                if cfg.augment:
+                    img, fake = self.augment(img), self.augment(fake)
+                self.di_metric.update(self.D(img, real.c), real=True)
                 self.di_metric.update(self.D(fake, c), real=False)
+                self._di_measured += 1
         finally:
             self.D.train(mode)
 
     def after_iteration(self) -> None:
         """Every ``di.every_kimg``: log ``metrics/DI`` (and the two means) over the window, then reset."""
         super().after_iteration()
-        kimg = int(self.seen_img) / 1000
-        if not self.di_cfg["enabled"] or kimg < self._next_di_kimg or int(self.di_metric.real_n) == 0:
+        if not self.di_cfg.enabled or self.progress.kimg < self._next_di_kimg or self._di_measured == 0:
             return
         di = self.di_metric.compute()
         real, fake = self.di_metric.means()
         self.di_metric.reset()
-        self._next_di_kimg = kimg + self.di_cfg["every_kimg"]
-        batch = self.global_batch
-        self.log("metrics/DI", di.float(), batch_size=batch)
-        self.log("metrics/DI_real", real.float(), batch_size=batch)
-        self.log("metrics/DI_fake", fake.float(), batch_size=batch)
+        self._di_measured = 0
+        self._next_di_kimg = self.progress.kimg + self.di_cfg.every_kimg
+        self.log_dict(
+            {"metrics/DI": di.float(), "metrics/DI_real": real.float(), "metrics/DI_fake": fake.float()},
+            batch_size=self.global_batch,
+        )
 
     # ----------------------------------------------------------------------------------- images
     @torch.no_grad()
@@ -292,8 +295,8 @@ class EqGANModule(AdversarialModule):
         gen = torch.Generator().manual_seed(self.hparams.seed + 555)
         z = self.grid_z[:n].to(self.device)
         c = torch.zeros([n, self.G.c_dim], device=self.device)
-        if self._grid_c is not None:
-            c = self._grid_c[:n].to(self.device)
+        if self.grid_c is not None:
+            c = self.grid_c[:n].to(self.device)
         params = self.G_ema.sample_heatmaps(n, device=self.device, generator=gen)
         with torch.no_grad():
             img = self.G_ema(z, c, noise_mode="const", spatial=params)
@@ -304,7 +307,7 @@ class EqGANModule(AdversarialModule):
             rows.append(to_uint8(heatmap_target(lvl, maps[lvl]).clamp(0, 1).expand(-1, 3, -1, -1), (0, 1)))
         if self.align_levels:
             with torch.no_grad():
-                _, feats = self.D(img, c, return_features=True)
+                _, feats = self.D(img, c, taps=self.align_levels)
             for cam in self.cams(img, c, feats).values():
                 rows.append(to_uint8(cam.expand(-1, 3, -1, -1), (0, 1)))
         channels = img.shape[1]
@@ -317,23 +320,5 @@ class EqGANModule(AdversarialModule):
             return
         n = min(self.hparams.cam_grid, self.grid_z.shape[0])
         figure = self.cam_figure(n)
-        kimg = int(self.seen_img) / 1000
-        out = Path(self.trainer.default_root_dir) / "samples" / f"cams{int(self.seen_img) // 1000:06d}.png"
-        path = save_image_grid(figure, out, (figure.shape[0] // n, n))
-        caption = f"kimg {kimg:.1f}: fakes / heatmaps b8 b16 b32 / CAMs {' '.join(self.align_levels)}"
-        for logger in self.loggers:
-            if hasattr(logger, "log_image"):
-                logger.log_image(key="samples/cams", images=[str(path)], caption=[caption])
-
-
-def _merge(name: str, defaults: dict, given: dict | None) -> dict:
-    """Defaults updated with ``given``; unknown keys raise an error naming ``model.<name>.<key>``."""
-    given = dict(given or {})
-    unknown = sorted(set(given) - set(defaults))
-    if unknown:
-        raise ValueError(f"model.{name}: unknown keys {unknown}; expected a subset of {sorted(defaults)}")
-    out = dict(defaults)
-    out.update(given)
-    if "level_weights" in out:
-        out["level_weights"] = [float(w) for w in out["level_weights"]]
-    return out
+        caption = f"kimg {self.progress.kimg:.1f}: fakes / heatmaps b8 b16 b32 / CAMs {' '.join(self.align_levels)}"
+        self.write_figure("cams", figure, (figure.shape[0] // n, n), caption)

@@ -1,22 +1,19 @@
-"""Base adversarial LightningModule: StyleGAN2-ADA training (Karras et al. 2020) for every GAN method.
+"""The base of every adversarial method: run state, the phase engine, G_ema, sample grids, checkpoints.
 
-The loop follows ``training_loop.py`` of stylegan2-ada-pytorch (spec: stylegan2_ada.md §6-§8):
-per iteration the phases Gmain -> Greg -> Dmain -> Dreg run, each with its own latents, then G_ema is
-updated and the ADA probability adjusted. Regularisation is lazy (Greg every ``g_reg_interval``, Dreg every
-``d_reg_interval`` iterations, iteration 0 included) with the lr/beta correction of §7.1.
+Three parts, each doing one job (docs/architecture.md draws them):
 
-Methods extend it through hooks instead of copying the loop:
+- run state (:mod:`lightning_modules.run_state`): images seen, iteration, per-rank random streams, what a start
+  from another run (``init_from``) changed, all on the host and in the checkpoint;
+- the phase engine (:meth:`GANModule.training_step`): every iteration runs ``self.phases`` (records of
+  :class:`~lightning_modules.phases.Phase`) in order, each with its optimisers trainable and every other optimised
+  parameter frozen, then the EMA of the generator and the method's ``after_iteration``; as NVlabs
+  ``training/training_loop.py`` (Karras et al. 2020, arXiv 2006.06676, Appendix);
+- the losses, which live in subclasses (:class:`lightning_modules.stylegan2_ada.StyleGAN2ADAModule` for the
+  StyleGAN2 family, GenDA's own two phases).
 
-- ``gmain_loss`` / ``greg_loss`` / ``dmain_loss`` / ``dreg_loss`` return a dict of named scalar terms; a
-  method overrides one, calls ``super()`` and adds its terms (EqGAN-SA's alignment loss, InsGen's contrastive
-  terms).
-- ``extra_optimizers`` adds optimisers (InsGen's heads); ``after_phase`` runs after each phase's step;
-  ``after_iteration`` after the EMA update (InsGen's momentum D).
-- ``run_G`` / ``run_D`` are the single place where images are generated (with style mixing) and shown to D
-  (through the ADA pipe).
-
-State that makes a resumed run continue exactly lives in buffers (``seen_img``, ``iteration``, ``pl_mean``,
-ADA ``p``) or in the checkpoint (per-rank RNG states, ADA accumulators).
+A method changes the phase list, declares the networks of its checkpoints (``bundle_parts``) and overrides the
+loss functions it extends; it never copies the loop. Statistics are reported to ``self.stats`` without host
+synchronisation and logged every ``trainer.log_every_n_steps`` iterations.
 """
 
 from __future__ import annotations
@@ -24,34 +21,36 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import random
-from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from datamodules.imageio import save_image_grid, to_uint8
+from lightning_modules.phases import OptimizerSpec, Phase, PhaseOutput, sanitize_gradients
+from lightning_modules.run_state import RunProgress, gather_rng_states, restore_rng_state, seed_rank
+from lightning_modules.training_stats import TrainingStats
+from networks.checkpoint import BundlePart, bundle_specs, copy_network, load_bundle
+from networks.image_output import save_image_grid, to_uint8
 
 log = logging.getLogger(__name__)
 
-PHASES = ("Gmain", "Greg", "Dmain", "Dreg")
 
+@dataclass(frozen=True)
+class RealBatch:
+    """One rank's real images in [-1, 1] (float) and their labels [N, c_dim] (float)."""
 
-def lazy_adam(params: Iterable[nn.Parameter], lr: float, betas, eps: float, reg_interval: int | None):
-    """Adam with the lazy-regularisation correction (spec §7.1): lr*k/(k+1), beta**(k/(k+1))."""
-    if reg_interval:
-        ratio = reg_interval / (reg_interval + 1)
-        lr = lr * ratio
-        betas = tuple(b**ratio for b in betas)
-    return torch.optim.Adam(params, lr=lr, betas=tuple(betas), eps=eps)
+    img: torch.Tensor
+    c: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.img.shape[0]
 
 
 def ema_beta(batch_size: int, ema_kimg: float, ema_rampup: float | None, seen_img: int) -> float:
-    """G_ema decay from a half-life in kimg (spec §7.3): beta = 0.5 ** (batch / ema_nimg)."""
+    """EMA decay from a half-life in kimg: beta = 0.5 ** (batch / ema_nimg), ema_nimg capped at seen_img * rampup
+    (NVlabs ``training_loop.py``; Karras et al. 2020, arXiv 2006.06676, Appendix B)."""
     ema_nimg = ema_kimg * 1000
     if ema_rampup is not None:
         ema_nimg = min(ema_nimg, seen_img * ema_rampup)
@@ -60,60 +59,47 @@ def ema_beta(batch_size: int, ema_kimg: float, ema_rampup: float | None, seen_im
 
 @torch.no_grad()
 def update_ema(ema: nn.Module, live: nn.Module, beta: float) -> None:
-    """theta_ema <- beta*theta_ema + (1-beta)*theta for parameters; buffers are copied (spec §7.3)."""
-    for p_ema, p in zip(ema.parameters(), live.parameters(), strict=True):
-        p_ema.copy_(p.detach().lerp(p_ema, beta))
+    """theta_ema <- beta*theta_ema + (1-beta)*theta for parameters (one fused call); buffers are copied."""
+    ema_params, live_params = list(ema.parameters()), [p.detach() for p in live.parameters()]
+    if len(ema_params) != len(live_params):
+        raise ValueError(f"update_ema: {len(ema_params)} EMA parameters vs {len(live_params)} live parameters")
+    torch._foreach_copy_(ema_params, torch._foreach_lerp(live_params, ema_params, beta))
     for b_ema, b in zip(ema.buffers(), live.buffers(), strict=True):
         b_ema.copy_(b)
 
 
-def sanitize_gradients(params: Iterable[nn.Parameter]) -> None:
-    """NaN -> 0, +inf -> 1e5, -inf -> -1e5, as the reference does before every step (spec §6)."""
-    for p in params:
-        if p.grad is not None:
-            torch.nan_to_num(p.grad, nan=0, posinf=1e5, neginf=-1e5, out=p.grad)
-
-
-class AdversarialModule(pl.LightningModule):
-    """StyleGAN2-ADA: non-saturating loss, lazy R1 and path-length regularisation, style mixing, G_ema, ADA.
+class GANModule(pl.LightningModule):
+    """Run state + phase engine + G_ema + grids + checkpoints; subclasses define phases and losses.
 
     Args:
-        generator / discriminator: networks (``networks.stylegan2``); G_ema is a frozen deep copy of G.
-        augment_pipe: ``networks.augment.AugmentPipe`` or None (no augmentation).
-        ada: kwargs of ``networks.augment.AdaptiveP`` (target, interval, kimg) that adapts ``augment_pipe.p``,
-            or None for a fixed p. augment_p: initial p (spec §8.3).
-        batch_size: the GLOBAL batch (the schedules use it; the datamodule splits it across ranks).
+        generator / discriminator: the networks (G_ema is a frozen deep copy of G when ``ema_kimg`` is set).
+        batch_size: the GLOBAL batch (schedules use it; the datamodule splits it across ranks).
         total_kimg: stop after this many thousand real images.
-        lr, betas, eps: Adam settings shared by G and D (spec §9); ``d_lr`` overrides D's lr.
-        r1_gamma, pl_weight, pl_decay, pl_batch_shrink, style_mixing_prob: spec §6-§7.
-        g_reg_interval, d_reg_interval: lazy regularisation intervals (None disables the phase).
-        ema_kimg, ema_rampup: G_ema half-life in kimg and ramp-up ratio (spec §7.3).
-        seed: base seed; rank r draws from seed*world_size + r (pitfalls §4).
-        sample_grid: (rows, cols) of the fixed-latent sample grid; sample_every_kimg: how often to render it.
-        init_from: optional network file or foreign checkpoint to start from (``networks.checkpoint``).
+        lr, betas, eps: Adam settings (per-network optimisers are declared by :meth:`optimizer_specs`).
+        ema_kimg, ema_rampup: G_ema half-life in kimg and ramp-up ratio; ``ema_kimg=None``: no G_ema update.
+        seed: base seed; rank r draws from ``seed * world_size + r``.
+        sample_grid: (rows, cols) of the fixed-latent sample grid; sample_every_kimg: how often it is rendered;
+            sample_truncation_psi: its truncation.
+        init_from: a network file or foreign checkpoint to start from (read once, at a fresh start only).
     """
+
+    #: The networks of this method's checkpoints and of ``init_from`` (see :class:`networks.checkpoint.BundlePart`).
+    bundle_parts: tuple[BundlePart, ...] = (
+        BundlePart("G"),
+        BundlePart("D"),
+        BundlePart("G_ema", required=False, fallback="G"),
+    )
 
     def __init__(
         self,
         generator: nn.Module,
         discriminator: nn.Module,
-        augment_pipe: nn.Module | None = None,
-        ada: dict | None = None,
-        augment_p: float = 0.0,
         batch_size: int = 32,
         total_kimg: float = 25000,
         lr: float = 0.002,
-        d_lr: float | None = None,
         betas: tuple[float, float] = (0.0, 0.99),
         eps: float = 1e-8,
-        r1_gamma: float = 10.0,
-        pl_weight: float = 2.0,
-        pl_decay: float = 0.01,
-        pl_batch_shrink: int = 2,
-        style_mixing_prob: float = 0.9,
-        g_reg_interval: int | None = 4,
-        d_reg_interval: int | None = 16,
-        ema_kimg: float = 10.0,
+        ema_kimg: float | None = 10.0,
         ema_rampup: float | None = None,
         seed: int = 0,
         sample_grid: tuple[int, int] = (4, 8),
@@ -127,239 +113,204 @@ class AdversarialModule(pl.LightningModule):
         self.G = generator
         self.D = discriminator
         self.G_ema = copy.deepcopy(generator).eval().requires_grad_(False)
-        self.augment_pipe = augment_pipe
-        self.ada = None
-        if augment_pipe is not None:
-            augment_pipe.p.fill_(augment_p)
-            if ada is not None:
-                from networks.augment import AdaptiveP
-
-                self.ada = AdaptiveP(augment_pipe, **ada)
-        self.register_buffer("seen_img", torch.zeros([], dtype=torch.int64))
-        self.register_buffer("iteration", torch.zeros([], dtype=torch.int64))
-        self.register_buffer("pl_mean", torch.zeros([]))
+        self.progress = RunProgress(total_kimg=float(total_kimg))
+        self.stats = TrainingStats()
+        self.stats.window("log")
+        self.init_record: dict | None = None
+        self.phases: list[Phase] = []
         grid = torch.Generator().manual_seed(seed + 123456789)
         n_grid = sample_grid[0] * sample_grid[1]
         self.register_buffer("grid_z", torch.randn([n_grid, generator.z_dim], generator=grid), persistent=False)
-        self._grid_c: torch.Tensor | None = None
+        self.grid_c: torch.Tensor | None = None
         self._next_sample_kimg = 0.0
+        self._optimizer_names: list[str] = []
+        self._trainable: dict[nn.Parameter, bool] = {}
 
     # ------------------------------------------------------------------ set-up
-    def setup(self, stage: str) -> None:
-        """Per-rank random streams (pitfalls §4) and an optional pretrained start."""
-        rank_seed = self.hparams.seed * self.trainer.world_size + self.trainer.global_rank
-        torch.manual_seed(rank_seed)
-        np.random.seed(rank_seed % 2**32)  # noqa: NPY002 (seeds the global stream other code draws from)
-        random.seed(rank_seed)
-        if self.hparams.init_from and stage == "fit" and int(self.seen_img) == 0:
-            self.load_pretrained(self.hparams.init_from)
-
-    def load_pretrained(self, path: str) -> None:
-        """Copy G, D and G_ema from a network file or a foreign checkpoint; missing parts are reported."""
-        from networks.checkpoint import load_networks
-
-        nets = load_networks(path)
-        for name in ("G", "D", "G_ema"):
-            src = nets.get(name) or (nets.get("G") if name == "G_ema" else None)
-            if src is None:
-                log.warning("init_from=%s has no %s: keeping its fresh initialisation", path, name)
-                continue
-            missing, unexpected = getattr(self, name).load_state_dict(src.state_dict(), strict=False)
-            log.info("init_from=%s: loaded %s (missing %s, unexpected %s)", path, name, missing, unexpected)
-        if self.ada is not None:
-            self.ada.kimg = 100  # the reference's faster ADA speed when resuming from a pickle (spec §7.1)
-        self.hparams.ema_rampup = None
-
-    def configure_optimizers(self):
-        hp = self.hparams
-        opt_g = lazy_adam(self.G.parameters(), hp.lr, hp.betas, hp.eps, hp.g_reg_interval)
-        opt_d = lazy_adam(self.D.parameters(), hp.d_lr or hp.lr, hp.betas, hp.eps, hp.d_reg_interval)
-        return [opt_g, opt_d, *self.extra_optimizers()]
-
-    def extra_optimizers(self) -> list[torch.optim.Optimizer]:
-        """Hook: optimisers of method-specific networks, stepped by the method itself."""
-        return []
-
-    # ------------------------------------------------------------- generation
     @property
     def global_batch(self) -> int:
         return int(self.hparams.batch_size)
 
-    def sample_z(self, n: int) -> torch.Tensor:
-        return torch.randn([n, self.G.z_dim], device=self.device)
+    @property
+    def ema_rampup(self) -> float | None:
+        """The configured ramp-up, off when the run started from another run's networks (NVlabs ``--resume``)."""
+        if self.init_record is not None and self.init_record.get("ema_rampup_off"):
+            return None
+        return self.hparams.ema_rampup
 
-    def sample_c(self, n: int, real_c: torch.Tensor) -> torch.Tensor:
-        """Labels for fakes, drawn from the real batch's labels (the dataset's label distribution)."""
-        if real_c.shape[1] == 0:
-            return real_c[:n]
-        idx = torch.randint(0, real_c.shape[0], [n], device=self.device)
-        return real_c[idx]
+    def setup(self, stage: str) -> None:
+        """Per-rank random streams (``seed * world_size + rank``)."""
+        seed_rank(self.hparams.seed, self.trainer.global_rank, self.trainer.world_size)
 
-    def run_G(self, z: torch.Tensor, c: torch.Tensor, update_emas: bool = True, **synthesis_kwargs):
-        """G(z, c) with style mixing (spec §7.2): returns (img, ws).
+    def on_fit_start(self) -> None:
+        """After any checkpoint is restored: ``init_from`` at a fresh start, grid labels from the dataset."""
+        if self.hparams.init_from and self.progress.seen_img == 0 and self.init_record is None:
+            self.load_init(self.hparams.init_from)
+        self.grid_c = self.grid_labels()
 
-        ``synthesis_kwargs`` go to ``G.synthesis`` (e.g. EqGAN-SA's ``spatial`` heatmaps).
-        """
-        ws = self.G.mapping(z, c, update_emas=update_emas)
-        prob = self.hparams.style_mixing_prob
-        if prob > 0:
-            num_ws = ws.shape[1]
-            cutoff = int(torch.randint(1, num_ws, []))
-            if float(torch.rand([])) >= prob:
-                cutoff = num_ws
-            if cutoff < num_ws:
-                mixed = self.G.mapping(torch.randn_like(z), c, update_emas=False)
-                ws = torch.cat([ws[:, :cutoff], mixed[:, cutoff:]], dim=1)
-        img = self.G.synthesis(ws, update_emas=update_emas, **synthesis_kwargs)
-        return img, ws
+    def load_init(self, path: str) -> None:
+        """Copy the networks of ``bundle_parts`` from ``path`` (read once) and record what changed."""
+        nets, provenance = load_bundle(path, self.init_parts())
+        for name, src in nets.items():
+            self.copy_part(name, src, str(path))
+        for name, where in provenance.items():
+            if where == "absent":
+                log.info("init_from=%s has no %s: keeping its fresh initialisation", path, name)
+            else:
+                log.info("init_from=%s: %s <- %s", path, name, where)
+        self.init_record = {"source": str(path), "parts": provenance, "ema_rampup_off": True}
 
-    def augment(self, img: torch.Tensor) -> torch.Tensor:
-        if self.augment_pipe is None or float(self.augment_pipe.p) <= 0:
-            return img
-        return self.augment_pipe(img)
+    def init_parts(self) -> tuple[BundlePart, ...]:
+        """The networks ``init_from`` loads (default: the checkpoint bundle)."""
+        return self.bundle_parts
 
-    def run_D(self, img: torch.Tensor, c: torch.Tensor, **kwargs):
-        """D(A(img), c): every image shown to D goes through the ADA pipe (spec §8.1)."""
-        return self.D(self.augment(img), c, **kwargs)
+    def copy_part(self, name: str, src: nn.Module, source: str) -> None:
+        """Copy a network loaded by ``init_from`` into this module's part ``name`` (strict)."""
+        copy_network(getattr(self, name), src, source, name)
 
-    # ------------------------------------------------------------------ losses
-    def gmain_loss(self, real_img: torch.Tensor, real_c: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Non-saturating G loss softplus(-D(G(z))) (spec §6)."""
-        n = real_img.shape[0]
-        gen_c = self.sample_c(n, real_c)
-        gen_img, _ = self.run_G(self.sample_z(n), gen_c)
-        logits = self.run_D(gen_img, gen_c)
-        self.log_stat("scores/fake", logits.mean())
-        return {"G/adv": F.softplus(-logits).mean()}
+    def grid_labels(self) -> torch.Tensor | None:
+        """Labels of the sample grid for conditional G: labels of dataset images in a seeded order, sorted so that
+        each class fills consecutive cells (NVlabs ``setup_snapshot_image_grid``); None if unconditional."""
+        if not getattr(self.G, "c_dim", 0):
+            return None
+        dm = getattr(self.trainer, "datamodule", None)
+        dataset = getattr(dm, "train_dataset", None)
+        if dataset is None or not hasattr(dataset, "get_label"):
+            log.warning("conditional G without a dataset exposing get_label: sample grid uses all-zero labels")
+            return None
+        n = self.grid_z.shape[0]
+        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(self.hparams.seed))
+        labels = torch.stack([torch.as_tensor(dataset.get_label(int(i)), dtype=torch.float32) for i in order[:n]])
+        if len(labels) < n:
+            labels = labels.repeat(math.ceil(n / len(labels)), 1)[:n]
+        keys = labels.argmax(dim=1) if labels.shape[1] > 1 else labels[:, 0]
+        return labels[torch.argsort(keys, stable=True)]
 
-    def greg_loss(self, real_img: torch.Tensor, real_c: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Path-length regularisation (spec §6), multiplied by the lazy interval."""
-        hp = self.hparams
-        n = max(real_img.shape[0] // hp.pl_batch_shrink, 1)
-        gen_img, gen_ws = self.run_G(self.sample_z(n), self.sample_c(n, real_c))
-        pl_noise = torch.randn_like(gen_img) / math.sqrt(gen_img.shape[2] * gen_img.shape[3])
-        (pl_grads,) = torch.autograd.grad((gen_img * pl_noise).sum(), gen_ws, create_graph=True)
-        pl_lengths = pl_grads.square().sum(2).mean(1).sqrt()
-        pl_mean = self.pl_mean.lerp(pl_lengths.mean().detach(), hp.pl_decay)
-        self.pl_mean.copy_(pl_mean)
-        penalty = (pl_lengths - pl_mean).square()
-        self.log_stat("pl_penalty", penalty.mean())
-        loss = (gen_img[:, 0, 0, 0] * 0 + penalty * hp.pl_weight).mean()
-        return {"G/pl": loss * hp.g_reg_interval}
+    # -------------------------------------------------------------- optimisers
+    def optimizer_specs(self) -> list[OptimizerSpec]:
+        """The optimisers phases refer to by name (subclasses declare theirs)."""
+        raise NotImplementedError(f"{type(self).__name__} must declare optimizer_specs()")
 
-    def dmain_loss(self, real_img: torch.Tensor, real_c: torch.Tensor) -> dict[str, torch.Tensor]:
-        """softplus(D(G(z))) + softplus(-D(x)) with G frozen (spec §6)."""
-        n = real_img.shape[0]
-        with torch.no_grad():
-            gen_c = self.sample_c(n, real_c)
-            gen_img, _ = self.run_G(self.sample_z(n), gen_c)
-        fake_logits = self.run_D(gen_img, gen_c)
-        real_logits = self.run_D(real_img.detach(), real_c)
-        self.observe_real_logits(real_logits)
-        self.log_stat("scores/real", real_logits.mean())
-        return {"D/fake": F.softplus(fake_logits).mean(), "D/real": F.softplus(-real_logits).mean()}
+    def configure_optimizers(self):
+        specs = self.optimizer_specs()
+        self._optimizer_names = [s.name for s in specs]
+        return [s.build() for s in specs]
 
-    def dreg_loss(self, real_img: torch.Tensor, real_c: torch.Tensor) -> dict[str, torch.Tensor]:
-        """R1 = gamma/2 * ||dD(A(x))/dx||^2 on the pre-augmentation reals (spec §6)."""
-        hp = self.hparams
-        real = real_img.detach().requires_grad_(True)
-        logits = self.run_D(real, real_c)
-        self.observe_real_logits(logits)
-        (r1_grads,) = torch.autograd.grad(logits.sum(), real, create_graph=True)
-        penalty = r1_grads.square().sum([1, 2, 3])
-        self.log_stat("r1_penalty", penalty.mean())
-        loss = (logits[:, 0] * 0 + penalty * (hp.r1_gamma / 2)).mean()
-        return {"D/r1": loss * hp.d_reg_interval}
+    def optimizer(self, name: str):
+        """The (Lightning-wrapped) optimiser called ``name``."""
+        if name not in self._optimizer_names:
+            raise KeyError(f"no optimiser {name!r}; this module has {self._optimizer_names}")
+        opts = self.optimizers()
+        opts = opts if isinstance(opts, list) else [opts]
+        return opts[self._optimizer_names.index(name)]
 
-    def observe_real_logits(self, logits: torch.Tensor) -> None:
-        if self.ada is not None:
-            self.ada.accumulate(logits.detach())
-
-    # ------------------------------------------------------------------- loop
-    def phase_schedule(self, iteration: int) -> list[str]:
-        """Phases that run at this iteration: mains always, regs at iteration % interval == 0 (spec §7.1)."""
-        hp = self.hparams
-        phases = ["Gmain"]
-        if hp.g_reg_interval and hp.pl_weight > 0 and iteration % hp.g_reg_interval == 0:
-            phases.append("Greg")
-        phases.append("Dmain")
-        if hp.d_reg_interval and hp.r1_gamma > 0 and iteration % hp.d_reg_interval == 0:
-            phases.append("Dreg")
-        return phases
-
-    def preprocess_batch(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """uint8 [N,C,H,W] -> float in [-1, 1] (spec §7.4); labels as float."""
+    # ------------------------------------------------------------------ engine
+    def preprocess_batch(self, batch) -> RealBatch:
+        """uint8 [N,C,H,W] -> float in [-1, 1]; labels as float."""
         img, c = batch[0], batch[1]
         if img.dtype == torch.uint8:
             img = img.to(torch.float32) / 127.5 - 1
-        return img, c.to(torch.float32)
+        return RealBatch(img, c.to(torch.float32))
 
     def training_step(self, batch, batch_idx):
-        real_img, real_c = self.preprocess_batch(batch)
-        opts = self.optimizers()
-        opt_g, opt_d = opts[0], opts[1]
-        it = int(self.iteration)
-        self._stats: dict[str, torch.Tensor] = {}
-        for phase in self.phase_schedule(it):
-            opt, net = (opt_g, self.G) if phase.startswith("G") else (opt_d, self.D)
-            loss_fn = {
-                "Gmain": self.gmain_loss,
-                "Greg": self.greg_loss,
-                "Dmain": self.dmain_loss,
-                "Dreg": self.dreg_loss,
-            }[phase]
-            with self.toggled_optimizer(opt):
-                opt.zero_grad(set_to_none=True)
-                terms = loss_fn(real_img, real_c)
-                loss = sum(terms.values())
-                self.manual_backward(loss)
-                sanitize_gradients(net.parameters())
-                opt.step()
-            for k, v in terms.items():
-                self._stats[f"loss/{k}"] = v.detach()
-            self.after_phase(phase, real_img, real_c)
-        beta = ema_beta(self.global_batch, self.hparams.ema_kimg, self.hparams.ema_rampup, int(self.seen_img))
-        update_ema(self.G_ema, self.G, beta)
-        self.seen_img += self.global_batch
-        self.iteration += 1
-        if self.ada is not None:
-            self.ada.step(self.global_batch)
+        """One iteration: ``before_iteration``, the phases due at this iteration, EMA, counters, ``after_iteration``."""
+        real = self.preprocess_batch(batch)
+        self.before_iteration(real)
+        for phase in self.phases:
+            if phase.runs_at(self.progress.iteration):
+                with torch.profiler.record_function(phase.name):
+                    out = self.run_phase(phase, real)
+                for name, value in out.terms.items():
+                    self.stats.report(f"loss/{name}", value)
+                self.after_phase(phase, out)
+        with torch.profiler.record_function("ema"):
+            self.update_ema()
+        self.progress.advance(self.global_batch)
         self.after_iteration()
-        self.log_step()
+        self.log_progress()
 
-    def after_phase(self, phase: str, real_img: torch.Tensor, real_c: torch.Tensor) -> None:
-        """Hook: runs after each phase's optimiser step."""
+    def run_phase(self, phase: Phase, real: RealBatch) -> PhaseOutput:
+        """Train ``phase.optimizers``' parameters on ``phase.loss`` (others frozen), sanitise, step each."""
+        opts = [self.optimizer(name) for name in phase.optimizers]
+        params = [p for opt in opts for group in opt.param_groups for p in group["params"]]
+        self._freeze_all_but(params)
+        try:
+            for opt in opts:
+                opt.zero_grad(set_to_none=True)
+            out = phase.loss(real)
+            loss = sum(out.terms.values())
+            if phase.gain != 1:
+                loss = loss * phase.gain
+            self.manual_backward(loss)
+            sanitize_gradients(params)
+            for opt in opts:
+                opt.step()
+        finally:
+            self._restore_trainable()
+        return out
+
+    def _freeze_all_but(self, active: list[nn.Parameter]) -> None:
+        if not self._trainable:
+            opts = self.optimizers()
+            for opt in opts if isinstance(opts, list) else [opts]:
+                for group in opt.param_groups:
+                    for p in group["params"]:
+                        self._trainable[p] = p.requires_grad
+        keep = set(active)
+        for p, trainable in self._trainable.items():
+            p.requires_grad_(trainable and p in keep)
+
+    def _restore_trainable(self) -> None:
+        for p, trainable in self._trainable.items():
+            p.requires_grad_(trainable)
+
+    def before_iteration(self, real: RealBatch) -> None:
+        """Hook: runs before the phases (InsGen's momentum D, VolumeGAN's level of detail)."""
+
+    def after_phase(self, phase: Phase, out: PhaseOutput) -> None:
+        """Hook: runs after each phase's optimiser steps, with the phase's output records."""
 
     def after_iteration(self) -> None:
-        """Hook: runs after the G_ema update and the ADA adjustment."""
+        """Hook: runs after the EMA update and the counters (ADA, schedules)."""
 
-    # ---------------------------------------------------------------- logging
-    def log_stat(self, name: str, value: torch.Tensor) -> None:
-        self._stats[name] = value.detach()
+    def ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        """(EMA copy, live network) pairs updated after every iteration."""
+        return [(self.G_ema, self.G)]
 
-    def log_step(self) -> None:
-        kimg = int(self.seen_img) / 1000
-        stats = {k: v.float() for k, v in self._stats.items()}
-        stats["kimg"] = torch.tensor(kimg)
-        if self.augment_pipe is not None:
-            stats["augment_p"] = self.augment_pipe.p.detach().float()
-        bar = {"loss/G/adv", "loss/D/real", "kimg"}
-        batch = self.global_batch
-        self.log_dict({k: v for k, v in stats.items() if k in bar}, prog_bar=True, batch_size=batch)
-        self.log_dict({k: v for k, v in stats.items() if k not in bar}, batch_size=batch)
-        if kimg >= self.hparams.total_kimg:
+    def update_ema(self) -> None:
+        if self.hparams.ema_kimg is None:
+            return
+        beta = ema_beta(self.global_batch, self.hparams.ema_kimg, self.ema_rampup, self.progress.seen_img)
+        for ema, live in self.ema_pairs():
+            update_ema(ema, live, beta)
+
+    # ------------------------------------------------------------------- logs
+    def progress_stats(self) -> dict[str, float]:
+        """Host-side values logged with the losses (kimg; subclasses add ADA p, lod, ...)."""
+        return {"progress/kimg": self.progress.kimg}
+
+    def log_progress(self) -> None:
+        """Every ``log_every_n_steps`` iterations (and at the end) log the reported means: one host read. Stops the
+        run at ``total_kimg``; renders the sample grid every ``sample_every_kimg``."""
+        if self.progress.done:
             self.trainer.should_stop = True
-        if kimg >= self._next_sample_kimg or self.trainer.should_stop:
+        every = max(int(getattr(self.trainer, "log_every_n_steps", 50) or 0), 1)
+        if self.progress.iteration % every == 0 or self.trainer.should_stop:
+            values = {**self.stats.windows["log"].read(), **self.progress_stats()}
+            bar = {k: v for k, v in values.items() if k in ("loss/G/adv", "loss/D/real", "progress/kimg")}
+            self.log_dict(bar, prog_bar=True, batch_size=self.global_batch)
+            self.log_dict({k: v for k, v in values.items() if k not in bar}, batch_size=self.global_batch)
+        if self.progress.kimg >= self._next_sample_kimg or self.trainer.should_stop:
             self.save_samples()
-            self._next_sample_kimg = kimg + self.hparams.sample_every_kimg
+            self._next_sample_kimg = self.progress.kimg + self.hparams.sample_every_kimg
 
     @torch.no_grad()
     def render_grid(self) -> torch.Tensor:
         """Fixed-latent G_ema samples (uint8 [N, C, H, W]) for the sample grid."""
         z = self.grid_z.to(self.device)
         c = torch.zeros([z.shape[0], self.G.c_dim], device=self.device)
-        if self._grid_c is not None:
-            c = self._grid_c.to(self.device)
+        if self.grid_c is not None:
+            c = self.grid_c.to(self.device)
         imgs = []
         for zi, ci in zip(z.split(16), c.split(16), strict=True):
             imgs.append(self.G_ema(zi, ci, truncation_psi=self.hparams.sample_truncation_psi, noise_mode="const"))
@@ -370,55 +321,53 @@ class AdversarialModule(pl.LightningModule):
         if not self.trainer.is_global_zero:
             return
         grid = self.render_grid()
-        kimg = int(self.seen_img) / 1000
-        out = Path(self.trainer.default_root_dir) / "samples" / f"fakes{int(self.seen_img) // 1000:06d}.png"
-        path = save_image_grid(grid, out, self.hparams.sample_grid)
+        self.write_figure("fakes", grid, self.hparams.sample_grid, caption=f"kimg {self.progress.kimg:.1f}")
+
+    def write_figure(self, name: str, images: torch.Tensor, grid: tuple[int, int], caption: str) -> Path:
+        """``samples/<name><kimg:06d>.png`` in the run directory, also sent to every logger that takes images."""
+        out = Path(self.trainer.default_root_dir) / "samples" / f"{name}{self.progress.seen_img // 1000:06d}.png"
+        path = save_image_grid(images, out, grid)
         for logger in self.loggers:
             if hasattr(logger, "log_image"):
-                logger.log_image(key="samples/fakes", images=[str(path)], caption=[f"kimg {kimg:.1f}"])
+                logger.log_image(key=f"samples/{name}", images=[str(path)], caption=[caption])
+        return path
 
     # ------------------------------------------------------------ checkpoints
-    def network_specs(self) -> dict[str, dict]:
-        """How to rebuild each network of the checkpoint (read by ``networks.checkpoint``)."""
-        specs = {}
-        for name in ("G", "D", "G_ema"):
-            net = getattr(self, name)
-            cls = type(net)
-            specs[name] = {"class": f"{cls.__module__}.{cls.__qualname__}", "init_kwargs": net.init_kwargs}
-        return specs
-
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["networks"] = self.network_specs()
-        name, keys, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002
-        state = {  # plain types and tensors only, so the checkpoint loads with weights_only=True
-            "torch": torch.get_rng_state(),
-            "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
-            "python": random.getstate(),
+        checkpoint["networks"] = bundle_specs({p.name: getattr(self, p.name) for p in self.bundle_parts})
+        checkpoint["run_state"] = {
+            "progress": self.progress.state_dict(),
+            "rng_states": gather_rng_states(),
+            "stats": self.stats.state_dict(),
+            "init_record": self.init_record,
+            "next_sample_kimg": self._next_sample_kimg,
         }
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            states = [None] * torch.distributed.get_world_size()
-            torch.distributed.all_gather_object(states, state)
-        else:
-            states = [state]
-        checkpoint["rng_states"] = states
-        if self.ada is not None:
-            checkpoint["ada_state"] = self.ada.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        states = checkpoint.get("rng_states")
+        if "run_state" not in checkpoint:
+            checkpoint["run_state"] = self._run_state_of_older_checkpoint(checkpoint)
+        state = checkpoint["run_state"]
+        self.progress.load_state_dict(state["progress"])
+        self.init_record = state.get("init_record")
+        self.stats.load_state_dict(state.get("stats", {}), self.device)
+        self._next_sample_kimg = state.get("next_sample_kimg", self.progress.kimg + self.hparams.sample_every_kimg)
+        states = state.get("rng_states")
         rank = self.trainer.global_rank if self._trainer is not None else 0
         world = self.trainer.world_size if self._trainer is not None else 1
         if states and len(states) == world:
-            torch.set_rng_state(states[rank]["torch"])
-            name, keys, pos, has_gauss, cached = states[rank]["numpy"]
-            np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))  # noqa: NPY002
-            random.setstate(states[rank]["python"])
+            restore_rng_state(states[rank])
         elif states:
             log.warning(
                 "checkpoint was written by %d ranks, this run has %d: random streams are re-seeded",
                 len(states),
                 world,
             )
-        if self.ada is not None and "ada_state" in checkpoint:
-            self.ada.load_state_dict(checkpoint["ada_state"])
-        self._next_sample_kimg = int(checkpoint["state_dict"]["seen_img"]) / 1000 + self.hparams.sample_every_kimg
+
+    @staticmethod
+    def _run_state_of_older_checkpoint(checkpoint: dict) -> dict:
+        """Checkpoints written before the host-side run state kept the counters as buffers of the module."""
+        sd = checkpoint["state_dict"]
+        if "seen_img" not in sd:
+            raise KeyError("checkpoint has neither 'run_state' nor the older 'seen_img' buffer: not a GAN checkpoint")
+        progress = {"seen_img": int(sd.pop("seen_img")), "iteration": int(sd.pop("iteration", 0))}
+        return {"progress": progress, "rng_states": checkpoint.get("rng_states")}

@@ -1,21 +1,19 @@
-"""GenDA: one-shot generative domain adaptation (Yang et al., arXiv 2111.09876; spec genda.md).
+"""GenDA: one-shot generative domain adaptation (Yang et al., arXiv 2111.09876).
 
 A pretrained StyleGAN2 G and D stay frozen (eval mode, no gradients); only the attribute adaptor
 (``networks.genda.AttributeAdaptor``, between W and the synthesis network) and the attribute classifier (a
-head on D's backbone features) are trained. One iteration (spec §3, choices [X]):
+head on D's features) are trained. Two phases per iteration on the base engine (choices [X], no official code):
 
-1. classifier step: softplus(-h(f(x_ref))) + softplus(h(f(G(A(w_β))))), only h is updated;
-2. adaptor step: softplus(-h(f(G(A(w_β))))) (+ ``adaptor_l2`` (||a-1||² + ||b||²)), only (a, b) are updated;
+1. ``classifier``: softplus(-h(f(x_ref))) + softplus(h(f(G(A(w_β))))), only h is updated;
+2. ``adaptor``: softplus(-h(f(G(A(w_β))))) (+ ``adaptor_l2`` (||a-1||² + ||b||²)), only (a, b) are updated;
 
-where f is the frozen D backbone, x_ref the augmented reference and w_β = w̄ + β(w − w̄) the diversity
-constraint (``train_truncation`` β, training only; grids use ``eval_truncation``, metrics their protocol's
-psi).
+where f is a tap of the frozen D, x_ref the augmented reference and w_β = w̄ + β(w − w̄) the diversity
+constraint (``train_truncation`` β, training only; grids use ``eval_truncation``, metrics their protocol's psi).
 
-The module subclasses ``AdversarialModule`` for what GenDA shares with every GAN of the suite (per-rank
-seeding, pretrained loading, RNG state in checkpoints, ``seen_img``/``total_kimg`` schedule, step logging,
-sample grids); the Gmain/Dmain phase loop is replaced by the two steps above. ``G_ema`` is the
-``AdaptedGenerator`` (the frozen G behind the adaptor), so the metrics callback, ``generate.py`` and
-``evaluate.py`` see the adapted domain.
+The module is a :class:`~lightning_modules.gan.GANModule` with these two phases (run state, seeding,
+``init_from``, checkpoints, ``total_kimg``, logging and grids are the base's); it takes none of StyleGAN2's
+loss keys. ``G_ema`` is the ``AdaptedGenerator`` (the frozen G behind the adaptor), so the metrics callback,
+``generate.py`` and ``evaluate.py`` see the adapted domain; there is no EMA.
 """
 
 from __future__ import annotations
@@ -27,9 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from datamodules.imageio import save_image_grid, to_uint8
-from lightning_modules.gan import AdversarialModule, sanitize_gradients
+from lightning_modules.gan import GANModule, RealBatch
+from lightning_modules.phases import OptimizerSpec, Phase, PhaseOutput
+from networks.checkpoint import BundlePart
 from networks.genda import AdaptedGenerator, AttributeAdaptor, AttributeClassifier, discriminator_features
+from networks.image_output import save_image_grid, to_uint8
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +45,8 @@ def mean_pairwise_distance(img: torch.Tensor) -> torch.Tensor:
     return torch.pdist(flat).mean()
 
 
-class GenDAModule(AdversarialModule):
-    """Frozen G/D + trainable attribute adaptor and classifier under a training-time truncation (spec §2-§3).
+class GenDAModule(GANModule):
+    """Frozen G/D + trainable attribute adaptor and classifier under a training-time truncation.
 
     Args:
         generator / discriminator: the source networks (architecture must match ``init_from``).
@@ -55,10 +55,10 @@ class GenDAModule(AdversarialModule):
             ``hidden_features``).
         train_truncation: β of the diversity constraint during adaptation; eval_truncation: psi of the grids.
         adaptor_l2: weight of the L2 pull of (a, b) towards the identity.
-        adaptor_lr / classifier_lr: learning rates (None: ``lr``); Adam with ``betas``/``eps``.
+        lr, betas, eps: Adam of both heads; adaptor_lr / classifier_lr override lr.
         source_network: which generator of ``init_from`` is adapted (``G_ema`` or ``G``).
         init_from: the pretrained file (required for training; anything ``networks.checkpoint`` reads).
-        **kwargs: ``AdversarialModule`` arguments (batch_size, total_kimg, lr, betas, seed, sample_grid, ...).
+        batch_size, total_kimg, seed, sample_grid, sample_every_kimg: as :class:`GANModule`.
     """
 
     def __init__(
@@ -70,11 +70,18 @@ class GenDAModule(AdversarialModule):
         train_truncation: float = 0.7,
         eval_truncation: float = 1.0,
         adaptor_l2: float = 0.0,
+        lr: float = 0.002,
+        betas: tuple[float, float] = (0.0, 0.99),
+        eps: float = 1e-8,
         adaptor_lr: float | None = None,
         classifier_lr: float | None = None,
         source_network: str = "G_ema",
         init_from: str | None = None,
-        **kwargs,
+        batch_size: int = 8,
+        total_kimg: float = 16,
+        seed: int = 0,
+        sample_grid: tuple[int, int] = (4, 8),
+        sample_every_kimg: float = 4.0,
     ):
         if getattr(generator, "c_dim", 0):
             raise ValueError(
@@ -85,20 +92,38 @@ class GenDAModule(AdversarialModule):
         for key, value in (("train_truncation", train_truncation), ("eval_truncation", eval_truncation)):
             if not 0 <= value <= 1:
                 raise ValueError(f"model.{key} must be in [0, 1], got {value}")
-        super().__init__(generator, discriminator, init_from=init_from, **kwargs)
+        super().__init__(
+            generator,
+            discriminator,
+            batch_size=batch_size,
+            total_kimg=total_kimg,
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            ema_kimg=None,
+            seed=seed,
+            sample_grid=sample_grid,
+            sample_every_kimg=sample_every_kimg,
+            sample_truncation_psi=eval_truncation,
+            init_from=init_from,
+        )
         self.G.requires_grad_(False).eval()
         self.D.requires_grad_(False).eval()
         self.G_ema = AdaptedGenerator(self.G, AttributeAdaptor.for_generator(self.G, **dict(adaptor or {})))
         with torch.random.fork_rng(devices=[]):  # the head's initialisation depends on the seed only
             torch.manual_seed(self.hparams.seed)
             self.classifier = AttributeClassifier.for_discriminator(self.D, **dict(classifier or {}))
+        self.phases = [
+            Phase("classifier", ("classifier",), self.classifier_loss),
+            Phase("adaptor", ("adaptor",), self.adaptor_loss),
+        ]
 
     @property
     def adaptor(self) -> AttributeAdaptor:
         return self.G_ema.adaptor
 
     def train(self, mode: bool = True):
-        """G and D stay in eval mode whatever Lightning asks (spec §2: both fixed)."""
+        """G and D stay in eval mode whatever Lightning asks (both fixed)."""
         super().train(mode)
         self.G.eval()
         self.D.eval()
@@ -110,102 +135,64 @@ class GenDAModule(AdversarialModule):
             raise ValueError(f"model.init_from is not set: GenDA adapts a pretrained StyleGAN2; {DEMO_HINT}")
         super().setup(stage)
 
-    def load_pretrained(self, path: str) -> None:
-        """G <- the file's ``source_network`` (fallback G), D <- its D; strict, with errors naming the key."""
-        from networks.checkpoint import load_networks
+    def init_parts(self) -> tuple[BundlePart, ...]:
+        """G <- the file's ``source_network`` (fallback its G), D <- its D; both required."""
+        return (BundlePart("G", source=self.hparams.source_network, fallback="G"), BundlePart("D"))
 
+    def load_init(self, path: str) -> None:
         if not Path(path).is_file():
             raise FileNotFoundError(f"model.init_from={path}: no such file; {DEMO_HINT}")
-        nets = load_networks(path)
-        source = self.hparams.source_network
-        if nets.get(source) is None:
-            log.warning("init_from=%s has no %s: adapting its G", path, source)
-            source = "G"
-        for key, own, src in (
-            ("generator", self.G, nets.get(source)),
-            ("discriminator", self.D, nets.get("D")),
-        ):
-            if src is None:
-                raise ValueError(f"model.init_from={path}: the file has no {key}; GenDA needs both G and D")
-            try:
-                own.load_state_dict(src.state_dict())
-            except RuntimeError as e:
-                raise ValueError(
-                    f"model.init_from={path}: its {key} does not match model.{key} of the config; set "
-                    f"model.{key} to the file's architecture {getattr(src, 'init_kwargs', '?')} ({e})"
-                ) from e
-        log.info("init_from=%s: adapting %s, classifier on its D (%s)", path, source, self.classifier.feature)
+        super().load_init(path)
+        log.info("init_from=%s: classifier on its D (%s)", path, self.classifier.feature)
 
-    def configure_optimizers(self):
+    def optimizer_specs(self) -> list[OptimizerSpec]:
         hp = self.hparams
-
-        def adam(params, lr):
-            return torch.optim.Adam(params, lr=lr or hp.lr, betas=tuple(hp.betas), eps=hp.eps)
-
+        common = dict(betas=tuple(hp.betas), eps=hp.eps)
         return [
-            adam(self.adaptor.parameters(), hp.adaptor_lr),
-            adam(self.classifier.parameters(), hp.classifier_lr),
+            OptimizerSpec("adaptor", self.adaptor.parameters, hp.adaptor_lr or hp.lr, **common),
+            OptimizerSpec("classifier", self.classifier.parameters, hp.classifier_lr or hp.lr, **common),
         ]
 
     # ------------------------------------------------------------------ model
+    def sample_z(self, n: int) -> torch.Tensor:
+        return torch.randn([n, self.G.z_dim], device=self.device)
+
     def synthesize(self, z: torch.Tensor, c: torch.Tensor, training: bool) -> torch.Tensor:
-        """G(A(w)), truncated by β (``train_truncation``) when training, else ``eval_truncation`` (§2)."""
+        """G(A(w)), truncated by β (``train_truncation``) when training, else ``eval_truncation``."""
         hp = self.hparams
         psi = hp.train_truncation if training else hp.eval_truncation
         return self.G_ema(z, c, truncation_psi=psi, noise_mode="random" if training else "const")
 
-    def score(self, img: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        """Classifier logit on the frozen D backbone (positive = reference domain)."""
-        feats = discriminator_features(self.D, self.augment(img), c, self.classifier.feature)
-        return self.classifier(feats)
+    def features(self, img: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """f(img): the classifier's tap of the frozen D."""
+        return discriminator_features(self.D, img, c, self.classifier.feature)
 
-    def classifier_loss(self, real_img: torch.Tensor, real_c: torch.Tensor) -> dict[str, torch.Tensor]:
-        """softplus(-h(f(x_ref))) + softplus(h(f(G(A(w_β))))) (spec §3); G, D and A get no gradient."""
-        n = real_img.shape[0]
-        c = self.sample_c(n, real_c)
+    def classifier_loss(self, real: RealBatch) -> PhaseOutput:
+        """softplus(-h(f(x_ref))) + softplus(h(f(G(A(w_β))))); G, D and A get no gradient."""
+        n = len(real)
+        c = real.c[:n]
         with torch.no_grad():
             fake = self.synthesize(self.sample_z(n), c, training=True)
-            fake_feats = discriminator_features(self.D, self.augment(fake), c, self.classifier.feature)
-            real_feats = discriminator_features(self.D, self.augment(real_img), real_c, self.classifier.feature)
+            fake_feats = self.features(fake, c)
+            real_feats = self.features(real.img, real.c)
         real_logits = self.classifier(real_feats)
-        self.log_stat("scores/real", real_logits.mean())
-        return {
+        self.stats.report("scores/real", real_logits)
+        terms = {
             "D/real": F.softplus(-real_logits).mean(),
             "D/fake": F.softplus(self.classifier(fake_feats)).mean(),
         }
+        return PhaseOutput(terms)
 
-    def adaptor_loss(self, real_img: torch.Tensor, real_c: torch.Tensor) -> dict[str, torch.Tensor]:
-        """softplus(-h(f(G(A(w_β))))) (+ adaptor_l2 · ||(a, b) - identity||²) (spec §3)."""
-        n = real_img.shape[0]
-        c = self.sample_c(n, real_c)
-        logits = self.score(self.synthesize(self.sample_z(n), c, training=True), c)
-        self.log_stat("scores/fake", logits.mean())
+    def adaptor_loss(self, real: RealBatch) -> PhaseOutput:
+        """softplus(-h(f(G(A(w_β))))) (+ adaptor_l2 · ||(a, b) - identity||²)."""
+        n = len(real)
+        c = real.c[:n]
+        logits = self.classifier(self.features(self.synthesize(self.sample_z(n), c, training=True), c))
+        self.stats.report("scores/fake", logits)
         terms = {"G/adv": F.softplus(-logits).mean()}
         if self.hparams.adaptor_l2 > 0:
             terms["G/l2"] = self.hparams.adaptor_l2 * self.adaptor.deviation()
-        return terms
-
-    def training_step(self, batch, batch_idx):
-        real_img, real_c = self.preprocess_batch(batch)
-        opt_adaptor, opt_classifier = self.optimizers()
-        self._stats: dict[str, torch.Tensor] = {}
-        steps = (
-            (opt_classifier, self.classifier, self.classifier_loss),
-            (opt_adaptor, self.adaptor, self.adaptor_loss),
-        )
-        for opt, net, loss_fn in steps:
-            with self.toggled_optimizer(opt):
-                opt.zero_grad(set_to_none=True)
-                terms = loss_fn(real_img, real_c)
-                self.manual_backward(sum(terms.values()))
-                sanitize_gradients(net.parameters())
-                opt.step()
-            for k, v in terms.items():
-                self._stats[f"loss/{k}"] = v.detach()
-        self.seen_img += self.global_batch
-        self.iteration += 1
-        self.after_iteration()
-        self.log_step()
+        return PhaseOutput(terms)
 
     # ---------------------------------------------------------------- samples
     @torch.no_grad()
@@ -233,15 +220,11 @@ class GenDAModule(AdversarialModule):
         ratio = float(
             mean_pairwise_distance(pairs[:, 1].flatten(0, 1)) / mean_pairwise_distance(pairs[:, 0].flatten(0, 1))
         )
-        kimg = int(self.seen_img) / 1000
-        out_dir = Path(self.trainer.default_root_dir) / "samples"
-        path = save_image_grid(grid, out_dir / f"source_vs_adapted{int(self.seen_img):09d}.png", (2 * rows, cols))
+        caption = f"kimg {self.progress.kimg:.2f}: rows source / adapted, diversity ratio {ratio:.3f}"
+        path = self.write_figure("source_vs_adapted", grid, (2 * rows, cols), caption)
         ref = getattr(self.trainer.datamodule, "reference_image", None)
-        if ref is not None and not (out_dir / "reference.png").exists():
-            save_image_grid(ref()[None], out_dir / "reference.png", (1, 1))
-        caption = f"kimg {kimg:.2f}: rows source / adapted, diversity ratio {ratio:.3f}"
+        if ref is not None and not (path.parent / "reference.png").exists():
+            save_image_grid(ref()[None], path.parent / "reference.png", (1, 1))
         for logger in self.loggers:
-            logger.log_metrics({"diversity/ratio": ratio, "kimg": kimg}, step=self.global_step)
-            if hasattr(logger, "log_image"):
-                logger.log_image(key="samples/source_vs_adapted", images=[str(path)], caption=[caption])
+            logger.log_metrics({"diversity/ratio": ratio, "progress/kimg": self.progress.kimg}, step=self.global_step)
         log.info("samples: %s (diversity adapted/source %.3f)", path, ratio)

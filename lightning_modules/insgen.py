@@ -1,29 +1,30 @@
-"""InsGen (Yang et al., NeurIPS 2021): StyleGAN2-ADA + instance discrimination, spec ``insgen.md``.
+"""InsGen (Yang et al., NeurIPS 2021, arXiv 2109.06590): StyleGAN2-ADA + instance discrimination.
 
-What the paper adds to :class:`~lightning_modules.gan.AdversarialModule`, and nothing else (spec §2-§4):
+What the paper adds to :class:`~lightning_modules.stylegan2_ada.StyleGAN2ADAModule`, and nothing else (arXiv
+2109.06590 Sec. 3; genforce/insgen ``training/loss.py``, ``training/training_loop.py``):
 
 - ``D_ema``: a momentum copy of D (m = 0.999), updated once per iteration before the phases, no gradients;
-- ``DHead`` / ``GHead``: :class:`~networks.insgen_heads.ContrastiveHead` (query MLP, momentum MLP, queue, tau)
-  for real and fake instance discrimination, each with its own Adam stepped in the Dmain phase;
+- ``DHead`` / ``GHead``: :class:`~networks.insgen_heads.ContrastiveHead` (query MLP, momentum MLP, queue) for
+  real and fake instance discrimination, each with its own Adam, trained and stepped in the Dmain phase;
 - three InfoNCE terms: real ID and fake ID (fake positive from z + delta, delta ~ N(0, sigma^2 I), G frozen)
   added to D's Dmain loss, the G "diversity" term added to G's Gmain loss (heads and D frozen, queue untouched);
 - the linear ADA schedule p = p_max * kimg / total_kimg (``ada_linear``) instead of the adaptive rule.
 
-Every constant is a key of the ``insgen`` dict (``conf/model/insgen.yaml``); the code quirks of the original
-(§9) are switches: ``fill_fake_from`` (``query`` = faithful) and ``head_momentum_update`` (``every_forward`` =
-faithful). Heads are stepped once per Dmain; the suite's base runs one micro-batch per rank and phase, so the
-original's per-micro-batch stepping gives the same result here and needs no switch.
+Every constant is a key of ``model.insgen`` (:class:`InsGenConfig`, ``conf/model/insgen.yaml``); the code quirks
+of the original are switches: ``fill_fake_from`` (``query`` = faithful) and ``head_momentum_update``
+(``every_forward`` = faithful). Heads are stepped once per Dmain; the suite's base runs one micro-batch per rank
+and phase, so the original's per-micro-batch stepping gives the same result here and needs no switch.
 
-Efficiency: the ID features come from D's blocks only (the epilogue does not touch them). With
-``query_view=adversarial`` (default, [D]) the query features f(A(.)) are read off the adversarial D passes the
-base runs anyway (their ADA draw is independent of the key's draw A', so every InfoNCE term keeps its
-distribution); ``separate`` runs the original's extra D passes on fresh draws (the real and fake views share
-one pass). The key views always share one D_ema pass.
+Efficiency: the ID feature is D's ``b8`` tap, pooled (the epilogue does not touch it). With
+``query_view=adversarial`` ([D]) the query features f(A(.)) are the ``b8`` taps of the adversarial D passes the
+base runs anyway (declared in ``d_taps``; their ADA draw is independent of the key's draw A', so every InfoNCE
+term keeps its distribution); ``separate`` runs the original's extra D passes on fresh draws (the real and fake
+views share one pass). The key views always share one D_ema pass. No tensor is kept between calls: the queries
+come from the phase output's records by name.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import logging
@@ -32,8 +33,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from lightning_modules.gan import AdversarialModule, lazy_adam
-from networks.insgen_heads import ContrastiveHead, pool_feature, pooled_features
+from lightning_modules.config import check_choice, check_range, parse_block
+from lightning_modules.contrastive import enqueue, instance_loss, pool_feature
+from lightning_modules.gan import RealBatch
+from lightning_modules.phases import OptimizerSpec, PhaseOutput, replace_phase
+from lightning_modules.stylegan2_ada import StyleGAN2ADAModule
+from networks.checkpoint import BundlePart, copy_network
+from networks.insgen_heads import ContrastiveHead
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +49,30 @@ QUERY_VIEW = ("adversarial", "separate")
 
 
 @dataclasses.dataclass
+class QueueConfig:
+    """Queue sizes (None: ``fraction`` of the dataset size, official rule) [C]."""
+
+    real_size: int | None = None
+    fake_size: int | None = None
+    fraction: float = 0.05
+
+    def __post_init__(self):
+        check_range("model.insgen.queue.real_size", self.real_size, low=1)
+        check_range("model.insgen.queue.fake_size", self.fake_size, low=1)
+        check_range("model.insgen.queue.fraction", self.fraction, 0, 1, open_low=True)
+
+
+@dataclasses.dataclass
+class HeadConfig:
+    """Head widths: hidden None = D's feature width (512 -> 512 -> 128 in the paper presets) [C]."""
+
+    hidden_dim: int | None = None
+    out_dim: int = 128
+
+
+@dataclasses.dataclass
 class InsGenConfig:
-    """The ``model.insgen`` keys (spec §10); defaults are the official train.py values [C]."""
+    """``model.insgen``; defaults are the official train.py values [C]."""
 
     tau: float = 0.2
     momentum_head: float = 0.999
@@ -53,51 +81,21 @@ class InsGenConfig:
     lambda_fake: float = 1.0
     lambda_g: float = 0.1
     delta_sigma: float = 0.15
-    queue: dict = dataclasses.field(default_factory=lambda: {"real_size": None, "fake_size": None, "fraction": 0.05})
-    head: dict = dataclasses.field(default_factory=lambda: {"hidden_dim": None, "out_dim": 128})
+    queue: QueueConfig = dataclasses.field(default_factory=QueueConfig)
+    head: HeadConfig = dataclasses.field(default_factory=HeadConfig)
     fill_fake_from: str = "query"
     head_momentum_update: str = "every_forward"
     query_view: str = "adversarial"
     ada_linear: bool = False
     ada_linear_max: float = 0.6
 
-
-def parse_insgen_config(cfg: dict | None) -> InsGenConfig:
-    """Validate ``model.insgen``: unknown keys and bad values raise an error naming the key."""
-    cfg = dict(cfg or {})
-    fields = {f.name for f in dataclasses.fields(InsGenConfig)}
-    unknown = sorted(set(cfg) - fields)
-    if unknown:
-        raise ValueError(f"model.insgen: unknown keys {unknown}; expected some of {sorted(fields)}")
-    out = InsGenConfig()
-    for key, value in cfg.items():
-        if key in ("queue", "head"):
-            merged = dict(getattr(out, key))
-            extra = sorted(set(value or {}) - set(merged))
-            if extra:
-                raise ValueError(f"model.insgen.{key}: unknown keys {extra}; expected some of {sorted(merged)}")
-            merged.update(value or {})
-            value = merged
-        setattr(out, key, value)
-    if out.fill_fake_from not in FILL_FAKE_FROM:
-        raise ValueError(f"model.insgen.fill_fake_from: expected one of {FILL_FAKE_FROM}, got {out.fill_fake_from!r}")
-    if out.query_view not in QUERY_VIEW:
-        raise ValueError(f"model.insgen.query_view: expected one of {QUERY_VIEW}, got {out.query_view!r}")
-    if out.head_momentum_update not in HEAD_MOMENTUM_UPDATE:
-        raise ValueError(
-            f"model.insgen.head_momentum_update: expected one of {HEAD_MOMENTUM_UPDATE}, "
-            f"got {out.head_momentum_update!r}"
-        )
-    for key in ("lambda_real", "lambda_fake", "lambda_g", "delta_sigma"):
-        if getattr(out, key) < 0:
-            raise ValueError(f"model.insgen.{key}: expected >= 0, got {getattr(out, key)!r}")
-    for key in ("real_size", "fake_size"):
-        size = out.queue[key]
-        if size is not None and (int(size) != size or size < 1):
-            raise ValueError(f"model.insgen.queue.{key}: expected null or a positive integer, got {size!r}")
-    if not 0 < out.queue["fraction"] <= 1:
-        raise ValueError(f"model.insgen.queue.fraction: expected a value in (0, 1], got {out.queue['fraction']!r}")
-    return out
+    def __post_init__(self):
+        check_choice("model.insgen.fill_fake_from", self.fill_fake_from, FILL_FAKE_FROM)
+        check_choice("model.insgen.query_view", self.query_view, QUERY_VIEW)
+        check_choice("model.insgen.head_momentum_update", self.head_momentum_update, HEAD_MOMENTUM_UPDATE)
+        for key in ("lambda_real", "lambda_fake", "lambda_g", "delta_sigma"):
+            check_range(f"model.insgen.{key}", getattr(self, key), low=0)
+        check_range("model.insgen.tau", self.tau, low=0, open_low=True)
 
 
 def default_queue_size(dataset, fraction: float) -> int:
@@ -108,12 +106,18 @@ def default_queue_size(dataset, fraction: float) -> int:
     return max(int(fraction * n), 1)
 
 
-class InsGenModule(AdversarialModule):
-    """StyleGAN2-ADA with InsGen's instance discrimination (spec ``insgen.md``).
+class InsGenModule(StyleGAN2ADAModule):
+    """StyleGAN2-ADA with InsGen's instance discrimination.
 
-    Args: those of :class:`AdversarialModule` (``augment_pipe`` is mandatory: the contrastive views are ADA
-    augmentations, spec §4) plus ``insgen``, a dict of :class:`InsGenConfig` keys.
+    Args: those of :class:`StyleGAN2ADAModule` (``augment_pipe`` is mandatory: the contrastive views are ADA
+    augmentations) plus ``insgen`` (:class:`InsGenConfig`).
     """
+
+    bundle_parts = StyleGAN2ADAModule.bundle_parts + (
+        BundlePart("D_ema", required=False, fallback="D"),
+        BundlePart("DHead", required=False),
+        BundlePart("GHead", required=False),
+    )
 
     def __init__(
         self,
@@ -126,36 +130,31 @@ class InsGenModule(AdversarialModule):
         if augment_pipe is None:
             raise ValueError(
                 "model.augment_pipe is null: InsGen needs the ADA pipe (its contrastive views are two draws "
-                "of the pipe, spec insgen.md §4)"
+                "of the pipe, arXiv 2109.06590 Sec. 3.2)"
             )
         super().__init__(generator, discriminator, augment_pipe=augment_pipe, **kwargs)
-        self.cfg = parse_insgen_config(insgen)
-        cfg = self.cfg
+        self.cfg = cfg = parse_block("model.insgen", InsGenConfig, insgen)
         if cfg.ada_linear:
-            self.ada = None  # the linear ramp replaces the adaptive rule (§4 step 8)
+            self.ada = None  # the linear ramp replaces the adaptive rule
         self.D_ema = copy.deepcopy(discriminator).eval().requires_grad_(False)
-        head = dict(
-            in_dim=discriminator.b4.in_channels,
-            hidden_dim=cfg.head["hidden_dim"],
-            out_dim=cfg.head["out_dim"],
-            tau=cfg.tau,
-            momentum=cfg.momentum_head,
-        )
-        self.DHead = ContrastiveHead(queue_size=cfg.queue["real_size"] or 1, **head)
-        self.GHead = ContrastiveHead(queue_size=cfg.queue["fake_size"] or 1, **head)
-        self._last_fake: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
-        self._taps: list[torch.Tensor] | None = None
+        head = dict(in_dim=discriminator.b4.in_channels, hidden_dim=cfg.head.hidden_dim, out_dim=cfg.head.out_dim)
+        self.DHead = ContrastiveHead(queue_size=cfg.queue.real_size or 1, **head)
+        self.GHead = ContrastiveHead(queue_size=cfg.queue.fake_size or 1, **head)
+        if cfg.query_view == "adversarial":
+            passes = {"gmain.fake": cfg.lambda_g, "dmain.fake": cfg.lambda_fake, "dmain.real": cfg.lambda_real}
+            self.d_taps = {name: ("b8",) for name, weight in passes.items() if weight > 0}
+        self.phases = replace_phase(self.phases, "Dmain", optimizers=("D", "GHead", "DHead"))
 
     # ------------------------------------------------------------------ set-up
     def setup(self, stage: str) -> None:
-        """Queue sizes left null follow the dataset (§2), then the base set-up (seeds, ``init_from``)."""
+        """Queue sizes left null follow the dataset, then the base set-up (seeds)."""
         if stage == "fit":
             for head, key in ((self.DHead, "real_size"), (self.GHead, "fake_size")):
-                if self.cfg.queue[key] is None:
-                    size = default_queue_size(self._train_dataset(key), self.cfg.queue["fraction"])
+                if getattr(self.cfg.queue, key) is None:
+                    size = default_queue_size(self._train_dataset(key), self.cfg.queue.fraction)
                     head.resize_queue(size)
                     log.info(
-                        "insgen.queue.%s = %d (%.0f%% of the training set)", key, size, 100 * self.cfg.queue["fraction"]
+                        "insgen.queue.%s = %d (%.0f%% of the training set)", key, size, 100 * self.cfg.queue.fraction
                     )
         super().setup(stage)
 
@@ -169,185 +168,117 @@ class InsGenModule(AdversarialModule):
             )
         return dataset
 
-    def extra_optimizers(self) -> list[torch.optim.Optimizer]:
-        """Adam for GHead (G's lr/betas) and DHead (D's), lazy-regularisation corrected (spec §3) [C]."""
+    def optimizer_specs(self) -> list[OptimizerSpec]:
+        """+ Adam for GHead (G's lr/betas) and DHead (D's), lazy-regularisation corrected [C]."""
         hp = self.hparams
-        g_head = lazy_adam(self.GHead.mlp.parameters(), hp.lr, hp.betas, hp.eps, hp.g_reg_interval)
-        d_head = lazy_adam(self.DHead.mlp.parameters(), hp.d_lr or hp.lr, hp.betas, hp.eps, hp.d_reg_interval)
-        return [g_head, d_head]
+        common = dict(betas=tuple(hp.betas), eps=hp.eps)
+        return super().optimizer_specs() + [
+            OptimizerSpec("GHead", self.GHead.mlp.parameters, hp.lr, reg_interval=hp.g_reg_interval, **common),
+            OptimizerSpec(
+                "DHead", self.DHead.mlp.parameters, hp.d_lr or hp.lr, reg_interval=hp.d_reg_interval, **common
+            ),
+        ]
 
-    # ------------------------------------------------------------- generation
-    def run_G(self, z: torch.Tensor, c: torch.Tensor, update_emas: bool = True):
-        """The base generator call; remembers (z, c, img) so the ID terms reuse the phase's fakes (§4 step 5)."""
-        img, ws = super().run_G(z, c, update_emas=update_emas)
-        self._last_fake = (z, c, img)
-        return img, ws
+    def copy_part(self, name: str, src: nn.Module, source: str) -> None:
+        """Heads whose queue size differs from this run's keep their fresh queue (their MLPs are loaded)."""
+        own = getattr(self, name)
+        if isinstance(own, ContrastiveHead) and src.queue.shape != own.queue.shape:
+            log.info(
+                "%s: %s queue %s differs from K=%d: fresh queue", source, name, tuple(src.queue.shape), own.queue_size
+            )
+            state = {k: v for k, v in src.state_dict().items() if not k.startswith("queue")}
+            own.load_state_dict(state, strict=False)
+            return
+        copy_network(own, src, source, name)
 
-    def run_D(self, img: torch.Tensor, c: torch.Tensor, **kwargs):
-        """The base D call; inside :meth:`tap_features` it also records this pass's pooled b8 feature f(A(img))
-        (with gradients), the query view of ``query_view=adversarial``."""
-        if self._taps is None:
-            return super().run_D(img, c, **kwargs)
-        logits, features = super().run_D(img, c, return_features=True, **kwargs)
-        self._taps.append(pool_feature(features[8]))
-        return logits
-
-    @contextlib.contextmanager
-    def tap_features(self, enabled: bool):
-        """Collect the pooled features of every ``run_D`` call in the block (a list in call order)."""
-        self._taps = [] if enabled else None
-        try:
-            yield self._taps
-        finally:
-            self._taps = None
-
+    # ---------------------------------------------------------------- features
     def query_features(self, img: torch.Tensor) -> torch.Tensor:
         """f(A(img)) from a separate D pass with gradients (``query_view=separate``, the original's passes)."""
-        return pooled_features(self.D, self.augment(img))
+        return pool_feature(self.D.features(self.augment(img), None, ["b8"])["b8"])
 
     @torch.no_grad()
     def key_features(self, img: torch.Tensor) -> torch.Tensor:
-        """f̄(A'(img)): D_ema on an independent ADA draw, no gradients (§3)."""
-        return pooled_features(self.D_ema, self.augment(img.detach()))
+        """f̄(A'(img)): D_ema on an independent ADA draw, no gradients."""
+        return pool_feature(self.D_ema.features(self.augment(img.detach()), None, ["b8"])["b8"])
+
+    def _momentum(self, in_d_phase: bool) -> float | None:
+        every = self.cfg.head_momentum_update == "every_forward"
+        return self.cfg.momentum_head if (every or in_d_phase) else None
 
     # ------------------------------------------------------------------ losses
-    def gmain_loss(self, real_img: torch.Tensor, real_c: torch.Tensor) -> dict[str, torch.Tensor]:
-        """+ lambda_g * InfoNCE(h(f(A(G(z)))), h̄(f̄(A'(G(z)))), Q_fake): heads and D frozen, no enqueue (§3)."""
-        use_g = self.cfg.lambda_g > 0
-        shared = use_g and self.cfg.query_view == "adversarial"
-        with self.tap_features(shared) as taps:
-            terms = super().gmain_loss(real_img, real_c)
-        if use_g:
-            _, _, gen_img = self._last_fake
-            feat_q = taps[-1] if shared else self.query_features(gen_img)
-            update = self.cfg.head_momentum_update == "every_forward"
-            loss, _, _ = self.GHead(feat_q, self.key_features(gen_img), update_momentum=update)
-            self.log_stat("insgen/g_id", loss)
-            terms["G/id"] = self.cfg.lambda_g * loss
-        return terms
+    def gmain_loss(self, real: RealBatch) -> PhaseOutput:
+        """+ lambda_g * InfoNCE(h(f(A(G(z)))), h̄(f̄(A'(G(z)))), Q_fake): heads and D frozen, no enqueue."""
+        out = super().gmain_loss(real)
+        if self.cfg.lambda_g <= 0:
+            return out
+        fake, d_fake = out.records["fake"], out.records["d_fake"]
+        feat_q = pool_feature(d_fake.taps["b8"]) if "b8" in d_fake.taps else self.query_features(fake.img)
+        loss, _, _ = instance_loss(self.GHead, feat_q, self.key_features(fake.img), self.cfg.tau, self._momentum(False))
+        self.stats.report("insgen/g_id", loss)
+        return PhaseOutput({**out.terms, "G/id": self.cfg.lambda_g * loss}, out.records)
 
-    def dmain_loss(self, real_img: torch.Tensor, real_c: torch.Tensor) -> dict[str, torch.Tensor]:
-        """+ lambda_r * real ID + lambda_f * fake ID (§3); both heads get gradients and enqueue keys.
+    def dmain_loss(self, real: RealBatch) -> PhaseOutput:
+        """+ lambda_r * real ID + lambda_f * fake ID; both heads get gradients and enqueue keys.
 
-        ``query_view=adversarial`` reads the queries off the base's two D passes (fakes first, then reals);
-        ``separate`` runs one more D pass on fresh augmentations of both, as the original.
+        ``query_view=adversarial`` reads the queries off the ``b8`` taps of the adversarial passes (records
+        ``d_real`` and ``d_fake``); ``separate`` runs one more D pass on fresh augmentations of both.
         """
         cfg = self.cfg
+        out = super().dmain_loss(real)
         use_real, use_fake = cfg.lambda_real > 0, cfg.lambda_fake > 0
-        shared = (use_real or use_fake) and cfg.query_view == "adversarial"
-        with self.tap_features(shared) as taps:
-            terms = super().dmain_loss(real_img, real_c)
         if not (use_real or use_fake):
-            return terms
-        n = real_img.shape[0]
-        views = []  # (query image, key image, query feature tapped from the base pass), reals first
+            return out
+        n = len(real)
+        views = []  # (query image, key image, tapped query feature or None), reals first
         if use_real:
-            views.append((real_img.detach(), real_img.detach(), taps[1] if shared else None))
+            tap = out.records["d_real"].taps.get("b8")
+            views.append((real.img.detach(), real.img.detach(), tap))
         if use_fake:
-            gen_z, gen_c, gen_img = self._last_fake
+            fake = out.records["fake"]
             with torch.no_grad():
-                noisy_img, _ = self.run_G(gen_z + cfg.delta_sigma * torch.randn_like(gen_z), gen_c)
-            views.append((gen_img.detach(), noisy_img, taps[0] if shared else None))
+                noisy = self.run_G(fake.z + cfg.delta_sigma * torch.randn_like(fake.z), fake.c)
+            views.append((fake.img.detach(), noisy.img, out.records["d_fake"].taps.get("b8")))
         img_q, img_k, tapped = zip(*views, strict=True)
-        for head in (self.DHead, self.GHead):
-            head.mlp.requires_grad_(True)  # the phase toggle froze every parameter outside D's optimiser
-            for p in head.mlp.parameters():
-                p.grad = None
-        feat_q = torch.cat(tapped) if shared else self.query_features(torch.cat(img_q))
+        if all(t is not None for t in tapped):
+            feat_q = torch.cat([pool_feature(t) for t in tapped])
+        else:
+            feat_q = self.query_features(torch.cat(img_q))
         feat_k = self.key_features(torch.cat(img_k))
+        terms = dict(out.terms)
+        momentum = self._momentum(True)
         if use_real:
-            loss, _, k = self.DHead(feat_q[:n], feat_k[:n])
-            self.DHead.enqueue(k)
-            self.log_stat("insgen/real_id", loss)
+            loss, _, k = instance_loss(self.DHead, feat_q[:n], feat_k[:n], cfg.tau, momentum)
+            enqueue(self.DHead, k)
+            self.stats.report("insgen/real_id", loss)
             terms["D/real_id"] = cfg.lambda_real * loss
         if use_fake:
             fq, fk = feat_q[-n:], feat_k[-n:]
-            loss, _, k = self.GHead(fq, fk)
-            self.GHead.enqueue(self.GHead.key(fq) if cfg.fill_fake_from == "query" else k)
-            self.log_stat("insgen/fake_id", loss)
+            loss, _, k = instance_loss(self.GHead, fq, fk, cfg.tau, momentum)
+            enqueue(self.GHead, self.GHead.key(fq) if cfg.fill_fake_from == "query" else k)
+            self.stats.report("insgen/fake_id", loss)
             terms["D/fake_id"] = cfg.lambda_fake * loss
-        return terms
+        return PhaseOutput(terms, out.records)
 
     # ------------------------------------------------------------------- loop
-    def training_step(self, batch, batch_idx):
-        """D_ema <- m * D_ema + (1 - m) * D once per iteration, before the phases (§4 step 2) [C]."""
+    def before_iteration(self, real: RealBatch) -> None:
+        """D_ema <- m * D_ema + (1 - m) * D once per iteration, before the phases [C]."""
         self.update_d_ema()
-        return super().training_step(batch, batch_idx)
 
     @torch.no_grad()
     def update_d_ema(self) -> None:
         m = self.cfg.momentum_d_ema
-        for p_ema, p in zip(self.D_ema.parameters(), self.D.parameters(), strict=True):
-            p_ema.mul_(m).add_(p.detach(), alpha=1 - m)
-
-    def after_phase(self, phase: str, real_img: torch.Tensor, real_c: torch.Tensor) -> None:
-        """Step both head optimisers after D's Dmain step (spec §3: heads stepped in the D phase)."""
-        if phase == "Dmain":
-            for opt in self.optimizers()[2:]:
-                opt.step()
+        ema, live = list(self.D_ema.parameters()), [p.detach() for p in self.D.parameters()]
+        torch._foreach_mul_(ema, m)
+        torch._foreach_add_(ema, live, alpha=1 - m)
 
     def after_iteration(self) -> None:
-        """``ada_linear``: p = p_max * kimg / total_kimg (§4 step 8, README: for < 5k images) [R]."""
+        """``ada_linear``: p = p_max * kimg / total_kimg (InsGen README: for < 5k images) [R]."""
+        super().after_iteration()
         if self.cfg.ada_linear:
-            ramp = self.seen_img.to(torch.float32) / (1000 * self.hparams.total_kimg)
-            self.augment_pipe.p.copy_((self.cfg.ada_linear_max * ramp).clamp(0, self.cfg.ada_linear_max))
+            ramp = self.progress.kimg / self.hparams.total_kimg
+            self.set_augment_p(min(max(self.cfg.ada_linear_max * ramp, 0.0), self.cfg.ada_linear_max))
 
     # ------------------------------------------------------------ checkpoints
-    def network_specs(self) -> dict[str, dict]:
-        """G, D, G_ema and D_ema (heads live in the state dict: ``DHead.*``, ``GHead.*``)."""
-        specs = super().network_specs()
-        specs["D_ema"] = dict(specs["D"], init_kwargs=self.D_ema.init_kwargs)
-        return specs
-
-    def load_pretrained(self, path: str) -> None:
-        """G, D, G_ema from any network file (base); D_ema and heads from the file when it has them,
-        otherwise D_ema <- D and fresh heads and queues, each logged (issue genforce/insgen#6)."""
-        super().load_pretrained(path)
-        from networks.checkpoint import load_networks
-
-        nets = load_networks(path)
-        if nets.get("D_ema") is not None:
-            self.D_ema.load_state_dict(nets["D_ema"].state_dict())
-            log.info("init_from=%s: loaded D_ema", path)
-        else:
-            self.D_ema.load_state_dict(self.D.state_dict())
-            log.info("init_from=%s has no D_ema: initialised D_ema = D", path)
-        heads = self._heads_from_lightning_ckpt(path)
-        for name in ("DHead", "GHead"):
-            head: ContrastiveHead = getattr(self, name)
-            state = heads.get(name)
-            if not state:
-                log.info("init_from=%s has no %s: fresh head and queue (K=%d)", path, name, head.queue_size)
-                continue
-            if state["queue"].shape != head.queue.shape:
-                log.info(
-                    "init_from=%s: %s queue %s differs from K=%d: fresh queue",
-                    path,
-                    name,
-                    tuple(state["queue"].shape),
-                    head.queue_size,
-                )
-                state = {k: v for k, v in state.items() if not k.startswith("queue")}
-            head.load_state_dict(state, strict=False)
-            log.info("init_from=%s: loaded %s (%s)", path, name, ", ".join(sorted({k.split(".")[0] for k in state})))
-
-    @staticmethod
-    def _heads_from_lightning_ckpt(path: str) -> dict[str, dict[str, torch.Tensor]]:
-        """``DHead.*`` / ``GHead.*`` tensors of one of our Lightning checkpoints; {} for any other file."""
-        try:
-            data = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:  # not a plain torch file (a pickle, a TF snapshot): it has no heads of ours
-            return {}
-        state = data.get("state_dict") if isinstance(data, dict) else None
-        if not isinstance(state, dict):
-            return {}
-        out: dict[str, dict[str, torch.Tensor]] = {}
-        for name in ("DHead", "GHead"):
-            sub = {k[len(name) + 1 :]: v for k, v in state.items() if k.startswith(f"{name}.")}
-            if sub:
-                out[name] = sub
-        return out
-
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Resume (``ckpt_path``) from a plain StyleGAN2-ADA checkpoint: D_ema <- D, fresh heads, logged;
         queues adopt the checkpoint's size when it differs from the configured one."""

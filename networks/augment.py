@@ -9,7 +9,7 @@ Randomness: every per-sample parameter is drawn with ``torch.rand``/``torch.rand
 from the ``generator`` passed to ``forward``/``sample_params`` or, when it is None, from the global torch RNG
 of that device (seeded per rank by the trainer, §14).
 
-``AdaptiveP`` is the p controller of §8.3.
+The p controller of ADA is a training rule: ``lightning_modules/controllers.py``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import math
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from kornia.geometry.conversions import axis_angle_to_rotation_matrix
 from torch import nn
@@ -434,67 +433,3 @@ class AugmentPipe(nn.Module):
         x = F.conv2d(x, f, groups=B * C)
         x = F.conv2d(x, f.transpose(2, 3), groups=B * C)
         return x.reshape(B, C, H, W)
-
-
-class AdaptiveP:
-    """ADA p controller (§8.3).
-
-    Every ``interval`` calls of ``step``: ``p <- max(0, p + sign(r_t - target) * batch * interval /
-    (kimg * 1000))``, with ``r_t`` the mean of sign(D(real)) accumulated since the last adjustment.
-    ``accumulate`` sums on the logits' device (no host sync); the sums are all-reduced across ranks when
-    torch.distributed is initialised, so every rank applies the same update. An interval without accumulated
-    logits leaves p unchanged. ``kimg`` is 500, or 100 when resuming (§7.1).
-    """
-
-    def __init__(self, pipe: AugmentPipe, target: float = 0.6, interval: int = 4, kimg: float = 500):
-        if not isinstance(pipe, AugmentPipe):
-            raise TypeError(f"AdaptiveP: pipe must be an AugmentPipe, got {type(pipe).__name__}")
-        if int(interval) != interval or interval < 1:
-            raise ValueError(f"AdaptiveP: interval={interval!r} must be a positive integer")
-        if not kimg > 0:
-            raise ValueError(f"AdaptiveP: kimg={kimg!r} must be > 0")
-        self.pipe = pipe
-        self.target = float(target)
-        self.interval = int(interval)
-        self.kimg = float(kimg)
-        self.iterations = 0
-        self.last_rt: torch.Tensor | None = None  # r_t of the last adjustment, for logging
-        self._stats = torch.zeros(2, dtype=torch.float64)  # [sum of signs, count]
-
-    def accumulate(self, real_logits: torch.Tensor) -> None:
-        """Add sign(D(real)) of one D phase (Dmain or Dreg) to the running sums."""
-        logits = real_logits.detach()
-        if self._stats.device != logits.device:
-            self._stats = self._stats.to(logits.device)
-        self._stats[0] += logits.sign().sum(dtype=torch.float64)
-        self._stats[1] += logits.numel()
-
-    def step(self, global_batch: int) -> bool:
-        """Count one iteration; every ``interval``-th adjusts ``pipe.p`` in place and returns True."""
-        self.iterations += 1
-        if self.iterations % self.interval != 0:
-            return False
-        p = self.pipe.p
-        stats = self._stats.to(p.device)
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(stats)
-        total, count = stats[0], stats[1]
-        r_t = total / count.clamp(min=1)
-        adjust = torch.sign(r_t - self.target) * (global_batch * self.interval / (self.kimg * 1000))
-        new_p = torch.where(count > 0, (p + adjust).clamp(min=0), p)
-        p.copy_(new_p)
-        self.last_rt = torch.where(count > 0, r_t, torch.nan)
-        self._stats = torch.zeros_like(self._stats)
-        return True
-
-    def state_dict(self) -> dict:
-        """Accumulators and iteration counter (p itself lives in ``pipe.p``, a buffer of the pipe)."""
-        total, count = self._stats.tolist()
-        return {"sign_sum": total, "count": count, "iterations": self.iterations}
-
-    def load_state_dict(self, state: dict) -> None:
-        missing = {"sign_sum", "count", "iterations"} - set(state)
-        if missing:
-            raise KeyError(f"AdaptiveP.load_state_dict: missing keys {sorted(missing)}")
-        self._stats = torch.tensor([float(state["sign_sum"]), float(state["count"])], dtype=torch.float64)
-        self.iterations = int(state["iterations"])

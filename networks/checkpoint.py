@@ -16,11 +16,13 @@ rebuilt only from the allow-list :data:`NETWORK_CLASSES` (extend it with :func:`
 from __future__ import annotations
 
 import copy
+import dataclasses
 import importlib
 import logging
 import pickle
 import re
 import zipfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -39,6 +41,11 @@ NETWORK_CLASSES = {
     "networks.stylegan2.Discriminator",
     "networks.genda.AdaptedGenerator",
     "networks.eqgan_sa.EqGANGenerator",
+    "networks.depthgan.DepthGANGenerator",
+    "networks.depthgan.DepthGANDiscriminator",
+    "networks.volumegan.VolumeGANGenerator",
+    "networks.volumegan.VolumeGANDiscriminator",
+    "networks.insgen_heads.ContrastiveHead",
 }
 # Data-only classes met in training checkpoints (CLI args, Hydra/Lightning hyper-parameters): kept as inert
 # placeholders, never constructed.
@@ -110,6 +117,90 @@ def build_network(spec: dict, source: str, name: str) -> nn.Module:
     return net
 
 
+def describe_mismatch(own: nn.Module, src: nn.Module) -> str:
+    """The constructor arguments that differ between two networks (``key: own vs file``), or ''."""
+    a, b = getattr(own, "init_kwargs", None), getattr(src, "init_kwargs", None)
+    if not isinstance(a, dict) or not isinstance(b, dict):
+        return ""
+    diffs = []
+
+    def walk(x, y, prefix):
+        for key in sorted(set(x) | set(y), key=str):
+            u, v = x.get(key, "<absent>"), y.get(key, "<absent>")
+            if isinstance(u, dict) and isinstance(v, dict):
+                walk(u, v, f"{prefix}{key}.")
+            elif u != v:
+                diffs.append(f"{prefix}{key}: {u!r} here vs {v!r} in the file")
+
+    walk(a, b, "")
+    return "; ".join(diffs)
+
+
+def copy_network(own: nn.Module, src: nn.Module, source: str, name: str) -> None:
+    """Load ``src``'s tensors into ``own`` strictly; a mismatch names the differing constructor arguments."""
+    try:
+        own.load_state_dict(src.state_dict())
+    except RuntimeError as e:
+        diff = describe_mismatch(own, src)
+        detail = f"differing arguments: {diff}" if diff else str(e).splitlines()[0]
+        raise ValueError(f"{source}: network '{name}' does not match this run's architecture ({detail})") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class BundlePart:
+    """One network of a method's bundle (the networks its checkpoints hold and ``init_from`` loads).
+
+    Args:
+        name: attribute of the training module (``G``, ``D``, ``G_ema``, ``D_ema``, ``DHead``, ...).
+        required: a file without it (and without ``fallback``) is refused; optional parts stay freshly built.
+        source: the network's name in the file (default ``name``; GenDA adapts the file's ``G_ema`` as its ``G``).
+        fallback: the file's network used when it lacks ``source`` (``G_ema`` <- ``G``, ``D_ema`` <- ``D``).
+    """
+
+    name: str
+    required: bool = True
+    source: str | None = None
+    fallback: str | None = None
+
+
+def bundle_specs(nets: Mapping[str, nn.Module]) -> dict[str, dict]:
+    """``{name: {class, init_kwargs}}`` of a bundle, as our Lightning checkpoints store it beside ``state_dict``
+    (tensors under ``<name>.*``); :func:`read_networks` rebuilds the networks from the two."""
+    specs = {}
+    for name, net in nets.items():
+        kwargs = copy.deepcopy(net.init_kwargs)
+        _check_plain(kwargs, f"networks.{name}.init_kwargs")
+        specs[name] = {"class": class_name(net), "init_kwargs": kwargs}
+    return specs
+
+
+def load_bundle(
+    path: str | Path, parts: Sequence[BundlePart], device: str | torch.device = "cpu"
+) -> tuple[dict[str, nn.Module], dict[str, str]]:
+    """The networks of ``parts`` from any supported file, read once.
+
+    Returns ``(networks, provenance)``: ``networks[name]`` is the rebuilt network (absent optional parts are
+    missing from the dict) and ``provenance[name]`` says where each part came from (``file:<name>``,
+    ``fallback:<name>`` or ``absent``). A required part the file lacks raises an error naming file and part.
+    """
+    nets = load_networks(path, device=device)
+    out, provenance = {}, {}
+    for part in parts:
+        source = part.source or part.name
+        if nets.get(source) is not None:
+            out[part.name], provenance[part.name] = nets[source], f"file:{source}"
+        elif part.fallback and nets.get(part.fallback) is not None:
+            out[part.name], provenance[part.name] = nets[part.fallback], f"fallback:{part.fallback}"
+        elif part.required:
+            raise ValueError(
+                f"{path}: has no network '{source}'{f' (nor {part.fallback!r})' if part.fallback else ''}; "
+                f"it holds {nets['meta']['networks']}"
+            )
+        else:
+            provenance[part.name] = "absent"
+    return out, provenance
+
+
 def _check_plain(value, where: str) -> None:
     if isinstance(value, dict):
         for k, v in value.items():
@@ -125,16 +216,12 @@ def _check_plain(value, where: str) -> None:
 
 def save_networks(path: str | Path, nets: dict[str, nn.Module | None], meta: dict | None = None) -> None:
     """Write ``{'format', 'networks': {name: {class, init_kwargs, state_dict}}, 'meta'}`` (plain data)."""
-    networks = {}
-    for name, net in nets.items():
-        if net is None:
-            continue
-        cls = class_name(net)
-        network_class(cls, str(path))
-        kwargs = copy.deepcopy(net.init_kwargs)
-        _check_plain(kwargs, f"networks.{name}.init_kwargs")
-        state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
-        networks[name] = {"class": cls, "init_kwargs": kwargs, "state_dict": state}
+    present = {name: net for name, net in nets.items() if net is not None}
+    for net in present.values():
+        network_class(class_name(net), str(path))
+    networks = bundle_specs(present)
+    for name, net in present.items():
+        networks[name]["state_dict"] = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
     meta = dict(meta or {})
     _check_plain(meta, "meta")
     Path(path).parent.mkdir(parents=True, exist_ok=True)

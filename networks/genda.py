@@ -1,6 +1,7 @@
-"""GenDA networks (Yang et al., "One-Shot Generative Domain Adaptation", arXiv 2111.09876; spec genda.md §2).
+"""GenDA networks (Yang et al., "One-Shot Generative Domain Adaptation", arXiv 2111.09876, Sec. 3).
 
-No official code exists, so every form below is the spec's hypothesis [M] with the open choices as arguments:
+No official code exists, so every form below is a reconstruction from the paper [M] with the open choices as
+arguments:
 
 - ``AttributeAdaptor``: w' = a ⊙ w + b on the ws fed to the frozen synthesis network (a = 1, b = 0 at start);
   ``granularity`` ``shared`` (one (a, b) for every layer, 2·w_dim parameters) or ``per_layer`` (one per ws
@@ -58,34 +59,27 @@ class AttributeAdaptor(nn.Module):
 
 def feature_dim(D: Discriminator, feature: str) -> int:
     """Width of the D feature ``feature`` (``epilogue_fc`` or ``b<res>``)."""
+    check_feature(D, feature)
     if feature == "epilogue_fc":
         return int(D.b4.in_channels)
-    res = _block_resolution(D, feature)
+    res = int(feature[1:])
     if res == D.block_resolutions[-1]:
         return int(D.b4.in_channels)
     return int(getattr(D, f"b{res // 2}").in_channels)
 
 
-def _block_resolution(D: Discriminator, feature: str) -> int:
+def check_feature(D: Discriminator, feature: str) -> None:
     valid = ["epilogue_fc"] + [f"b{r}" for r in D.block_resolutions]
-    if not (feature.startswith("b") and feature[1:].isdigit() and int(feature[1:]) in D.block_resolutions):
+    if feature not in valid:
         raise ValueError(f"model.classifier.feature must be one of {valid}, got {feature!r}")
-    return int(feature[1:])
 
 
 def discriminator_features(D: Discriminator, img: torch.Tensor, c: torch.Tensor | None, feature: str):
-    """Features [N, F] of the (frozen) discriminator backbone for the attribute classifier (spec §2)."""
-    if feature == "epilogue_fc":
-        captured: list[torch.Tensor] = []
-        handle = D.b4.fc.register_forward_hook(lambda _m, _i, out: captured.append(out))
-        try:
-            D(img, c)
-        finally:
-            handle.remove()
-        return captured[0]
-    res = _block_resolution(D, feature)
-    _, feats = D(img, c, return_features=True)
-    return feats[res].float().mean(dim=[2, 3])
+    """Features [N, F] of the (frozen) discriminator for the attribute classifier: the ``feature`` tap, block
+    outputs averaged over space."""
+    check_feature(D, feature)
+    tapped = D.features(img, c, [feature])[feature]
+    return tapped if feature == "epilogue_fc" else tapped.float().mean(dim=[2, 3])
 
 
 class AttributeClassifier(nn.Module):

@@ -8,7 +8,8 @@ Suite additions (documented in ``docs/networks.md``):
 - fp16 policy: blocks marked fp16 (the top ``num_fp16_res`` resolutions) run in fp16 **only on CUDA
   tensors**; on any other device they run in fp32 (as with ``force_fp32=True``). ``conv_clamp`` is applied
   in both cases, as in the reference.
-- ``Discriminator.forward(img, c, return_features=True)`` also returns ``{r: output of block b{r}}``.
+- Named taps on D: ``Discriminator.forward(img, c, taps=("b8", "epilogue_fc"))`` also returns
+  ``{name: tensor}`` of intermediate outputs; ``Discriminator.features`` runs only as far as the deepest tap.
 - ``SynthesisLayer.sel`` / ``ToRGBLayer.sel``: optional module applied to the layer input before the
   modulated convolution, called as ``sel(x, spatial)`` with the ``spatial`` keyword given to
   ``G.synthesis`` (EqGAN-SA's spatial encoding layer).
@@ -846,6 +847,9 @@ class MinibatchStdLayer(nn.Module):
         return f"group_size={self.group_size}, num_channels={self.num_channels}"
 
 
+EPILOGUE_TAPS = ("epilogue_conv", "epilogue_fc")
+
+
 class DiscriminatorEpilogue(nn.Module):
     """b4: (fromrgb) → mbstd → conv → fc → out (→ projection on cmap), always fp32; spec §4.2."""
 
@@ -882,7 +886,14 @@ class DiscriminatorEpilogue(nn.Module):
         self.fc = FullyConnectedLayer(in_channels * resolution**2, in_channels, activation=activation)
         self.out = FullyConnectedLayer(in_channels, 1 if cmap_dim == 0 else cmap_dim)
 
-    def forward(self, x: torch.Tensor, img: torch.Tensor | None, cmap: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        img: torch.Tensor | None,
+        cmap: torch.Tensor | None,
+        taps: dict[str, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Logits; with a ``taps`` dict also records ``epilogue_conv`` [N, C, 4, 4] and ``epilogue_fc`` [N, C]."""
         _check_shape("DiscriminatorEpilogue x", x, [None, self.in_channels, self.resolution, self.resolution])
         x = x.to(dtype=torch.float32, memory_format=torch.contiguous_format)
         if self.architecture == "skip":
@@ -891,7 +902,11 @@ class DiscriminatorEpilogue(nn.Module):
         if self.mbstd is not None:
             x = self.mbstd(x)
         x = self.conv(x)
+        if taps is not None:
+            taps["epilogue_conv"] = x
         x = self.fc(x.flatten(1))
+        if taps is not None:
+            taps["epilogue_fc"] = x
         x = self.out(x)
         if self.cmap_dim > 0:
             _check_shape("DiscriminatorEpilogue cmap", cmap, [x.shape[0], self.cmap_dim])
@@ -976,33 +991,69 @@ class Discriminator(nn.Module):
             )
         self.b4 = DiscriminatorEpilogue(channels[4], cmap_dim=cmap_dim, resolution=4, **epilogue_kwargs, **common)
 
+    def tap_names(self) -> list[str]:
+        """Names accepted by ``taps``: ``b{res}`` (output of block b{res}; ``b8`` is the 4x4 epilogue input), then
+        ``epilogue_conv`` and ``epilogue_fc`` (the epilogue's conv and FC outputs, after minibatch-std)."""
+        return [f"b{res}" for res in self.block_resolutions] + list(EPILOGUE_TAPS)
+
+    def _check_taps(self, taps) -> tuple[str, ...]:
+        if isinstance(taps, str):
+            raise TypeError(f"Discriminator taps: expected a sequence of names, got the string {taps!r}")
+        taps = tuple(taps)
+        unknown = [t for t in taps if t not in self.tap_names()]
+        if unknown:
+            raise ValueError(f"Discriminator taps {unknown}: not taps of this D; expected some of {self.tap_names()}")
+        return taps
+
     def forward(
         self,
         img: torch.Tensor,
         c: torch.Tensor | None,
         update_emas: bool = False,
-        return_features: bool = False,
+        taps: tuple[str, ...] | list[str] = (),
         **block_kwargs,
     ):
-        """Logits [N, 1]; with ``return_features=True`` also ``{r: output of block b{r}}`` for r = R … 8.
+        """Logits [N, 1]; with ``taps`` the pair (logits, {name: tensor}) of the named intermediate outputs.
 
-        The b8 entry is the epilogue input (N × C(4) × 4 × 4) InsGen pools; b8/b16/b32 are EqGAN-SA's taps.
-        ``update_emas`` is accepted for API symmetry; D keeps no running averages.
+        The b8/b16/b32 outputs are EqGAN-SA's CAM features, pooled b8 InsGen's instance feature, ``epilogue_fc``
+        GenDA's classifier input. ``update_emas`` is accepted for API symmetry; D keeps no running averages.
         """
-        _check_shape("Discriminator img", img, [None, self.img_channels, self.img_resolution, self.img_resolution])
-        features = {}
-        x = None
-        for res in self.block_resolutions:
-            x, img = getattr(self, f"b{res}")(x, img, **block_kwargs)
-            features[res] = x
+        wanted = self._check_taps(taps)
+        out: dict[str, torch.Tensor] = {}
+        x, img = self._blocks(img, wanted, out, block_kwargs)
         cmap = None
         if self.c_dim > 0:
             _check_shape("Discriminator c", c, [x.shape[0], self.c_dim])
             cmap = self.mapping(None, c)
-        x = self.b4(x, img, cmap)
-        if return_features:
-            return x, features
-        return x
+        epilogue = {} if any(t in EPILOGUE_TAPS for t in wanted) else None
+        x = self.b4(x, img, cmap, taps=epilogue)
+        if not wanted:
+            return x
+        out.update({k: v for k, v in (epilogue or {}).items() if k in wanted})
+        return x, {name: out[name] for name in wanted}
+
+    def features(self, img: torch.Tensor, c: torch.Tensor | None, taps, **block_kwargs) -> dict[str, torch.Tensor]:
+        """``{name: tensor}`` of the named taps, running D only as far as the deepest one (block taps need no
+        labels and never touch the minibatch-std layer, so samples stay independent)."""
+        wanted = self._check_taps(taps)
+        if not wanted:
+            return {}
+        if any(t in EPILOGUE_TAPS for t in wanted):
+            return self.forward(img, c, taps=wanted, **block_kwargs)[1]
+        out: dict[str, torch.Tensor] = {}
+        self._blocks(img, wanted, out, block_kwargs, stop_after=min(int(t[1:]) for t in wanted))
+        return {name: out[name] for name in wanted}
+
+    def _blocks(self, img, wanted, out, block_kwargs, stop_after: int = 0):
+        _check_shape("Discriminator img", img, [None, self.img_channels, self.img_resolution, self.img_resolution])
+        x = None
+        for res in self.block_resolutions:
+            x, img = getattr(self, f"b{res}")(x, img, **block_kwargs)
+            if f"b{res}" in wanted:
+                out[f"b{res}"] = x
+            if res == stop_after:
+                break
+        return x, img
 
     def extra_repr(self) -> str:
         return f"c_dim={self.c_dim}, img_resolution={self.img_resolution}, img_channels={self.img_channels}"

@@ -1,6 +1,6 @@
 """Training-time metrics every N kimg with explicit protocols (metrics.md §2, §6).
 
-Reads ``pl_module.seen_img`` and evaluates ``pl_module.G_ema`` (``z_dim``/``c_dim``) on all ranks (``compute``
+Reads ``pl_module.progress.seen_img`` and evaluates ``pl_module.G_ema`` (``z_dim``/``c_dim``) on all ranks (``compute``
 syncs; never rank-zero-only). Numbers go to every logger as ``metrics/<name>`` with ``kimg``, to
 ``callback_metrics`` (for sweeps), and with their full protocol record to ``<run dir>/metric-<name>.jsonl``.
 The detectors live in this callback, never in the LightningModule, so checkpoints stay free of them; the
@@ -62,7 +62,7 @@ class MetricsCallback(Callback):
         self._logged_protocols: set[str] = set()
 
     def _tick(self, pl_module: pl.LightningModule) -> int:
-        return int(int(pl_module.seen_img) // (self.every_kimg * 1000))
+        return int(pl_module.progress.seen_img // (self.every_kimg * 1000))
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
         tick = self._tick(pl_module)
@@ -71,7 +71,7 @@ class MetricsCallback(Callback):
             self.evaluate(trainer, pl_module, log_callback_metrics=True)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        seen = int(pl_module.seen_img)
+        seen = pl_module.progress.seen_img
         if self.at_train_end and seen > 0 and seen != getattr(self, "_last_seen", None):
             self.evaluate(trainer, pl_module)
 
@@ -96,7 +96,7 @@ class MetricsCallback(Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, log_callback_metrics: bool = False
     ) -> list[dict[str, Any]]:
         """Run every protocol now (all ranks), log the numbers with their protocol."""
-        seen = int(pl_module.seen_img)
+        seen = pl_module.progress.seen_img
         self._last_seen = seen
         kimg = seen / 1000
         results = evaluate_generator(

@@ -28,6 +28,8 @@ class DumpWeights(pl.Callback):
     def on_train_end(self, trainer, pl_module):
         state = {k: v.clone() for k, v in pl_module.state_dict().items()}
         state["__world_size"] = torch.tensor(trainer.world_size)
+        state["__seen_img"] = torch.tensor(pl_module.progress.seen_img)
+        state["__augment_p"] = torch.tensor(pl_module.augment_p)
         torch.save(state, f"{self.out}/rank{trainer.global_rank}.pt")
 
 

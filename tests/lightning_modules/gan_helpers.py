@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.callbacks import Checkpoint
 
 from datamodules.embedded import EmbeddedImageDataModule
-from lightning_modules.gan import AdversarialModule
+from lightning_modules.stylegan2_ada import StyleGAN2ADAModule
 from networks.augment import AugmentPipe
 from networks.stylegan2 import Discriminator, Generator
 
@@ -34,7 +35,7 @@ def tiny_networks(c_dim: int = 0):
     return G, D
 
 
-def tiny_module(batch_size: int = 4, total_kimg: float = 0.012, augment: bool = True, cls=AdversarialModule, **kwargs):
+def tiny_module(batch_size: int = 4, total_kimg: float = 0.012, augment: bool = True, cls=StyleGAN2ADAModule, **kwargs):
     G, D = tiny_networks()
     pipe = AugmentPipe.from_preset("bgc") if augment else None
     defaults = dict(
@@ -53,6 +54,14 @@ def tiny_module(batch_size: int = 4, total_kimg: float = 0.012, augment: bool = 
     )
     defaults.update(kwargs)
     return cls(G, D, augment_pipe=pipe, **defaults)
+
+
+def random_batch(n: int = 4, seed: int = 0):
+    """A RealBatch of seeded random images in [-1, 1] (unconditional)."""
+    from lightning_modules.gan import RealBatch
+
+    g = torch.Generator().manual_seed(seed)
+    return RealBatch(torch.rand(n, 3, RES, RES, generator=g) * 2 - 1, torch.zeros(n, 0))
 
 
 def tiny_datamodule(batch_size: int = 4) -> EmbeddedImageDataModule:

@@ -23,7 +23,8 @@ from lightning_modules.eqgan_sa import (
 )
 from metrics.disequilibrium import DisequilibriumIndicator, evaluate_di
 from networks.eqgan_sa import EqGANGenerator
-from tests.lightning_modules.gan_helpers import RES, tiny_datamodule, tiny_networks, tiny_trainer
+from lightning_modules.config import ConfigError
+from tests.lightning_modules.gan_helpers import RES, random_batch, tiny_datamodule, tiny_networks, tiny_trainer
 
 
 def tiny_eqgan_module(use_sel=True, align=True, **kwargs):
@@ -67,33 +68,33 @@ class ToyD(nn.Module):
         self.w8 = nn.Parameter(torch.randn(2, 4, 4))
         self.w16 = nn.Parameter(torch.randn(2, 8, 8))
 
-    def forward(self, img, c, return_features=False):
+    def forward(self, img, c, taps=()):
         a8 = self.proj(F.adaptive_avg_pool2d(img, 4))
         a16 = self.proj(F.adaptive_avg_pool2d(img, 8)).tanh()
         logits = (a8 * self.w8).sum((1, 2, 3)) + (a16 * self.w16).sum((1, 2, 3))
         logits = logits[:, None]
-        return (logits, {8: a8, 16: a16}) if return_features else logits
+        return (logits, {k: v for k, v in {"b8": a8, "b16": a16}.items() if k in taps}) if taps else logits
 
 
 def test_gradcam_matches_hand_computation():
     D = ToyD()
     img = torch.randn(3, 3, 16, 16)
-    alphas = gradcam_weights(D, img, None, [8, 16])
-    logits, feats = D(img, None, return_features=True)
+    alphas = gradcam_weights(D, img, None, ["b8", "b16"])
+    logits, feats = D(img, None, taps=["b8", "b16"])
     dsoft = -torch.sigmoid(-logits.detach())[:, :, None, None]  # d softplus(-l) / dl, per sample
     alpha8 = (dsoft * D.w8.detach()[None]).mean((2, 3))
     alpha16 = (dsoft * D.w16.detach()[None]).mean((2, 3))
-    torch.testing.assert_close(alphas[8], alpha8)
-    torch.testing.assert_close(alphas[16], alpha16)
+    torch.testing.assert_close(alphas["b8"], alpha8)
+    torch.testing.assert_close(alphas["b16"], alpha16)
     assert all(p.grad is None for p in D.parameters())  # autograd.grad: D accumulates nothing
-    a = feats[8]
+    a = feats["b8"]
     per_channel = (alpha8[:, :, None, None] * a).clamp(min=0).sum(1, keepdim=True)
     after_sum = (alpha8[:, :, None, None] * a).sum(1, keepdim=True).clamp(min=0)
-    torch.testing.assert_close(gradcam(alphas[8], a, "per_channel"), per_channel)
-    torch.testing.assert_close(gradcam(alphas[8], a, "after_sum"), after_sum)
+    torch.testing.assert_close(gradcam(alphas["b8"], a, "per_channel"), per_channel)
+    torch.testing.assert_close(gradcam(alphas["b8"], a, "after_sum"), after_sum)
     assert not torch.allclose(per_channel, after_sum)
     with pytest.raises(ValueError, match="cam_relu"):
-        gradcam(alphas[8], a, "mean")
+        gradcam(alphas["b8"], a, "mean")
 
 
 def test_minmax_normalise_detached_and_nan_safe():
@@ -128,30 +129,33 @@ def test_alignment_loss_threshold_and_fallback():
 
 def test_alignment_trains_g_and_sel_not_d_and_every_g_parameter_is_used():
     torch.manual_seed(0)
-    real = torch.rand(2, 3, RES, RES) * 2 - 1
-    c = torch.zeros(2, 0)
+    real = random_batch(2)
     for use_sel, align in ((True, True), (True, False), (False, False)):
         module = tiny_eqgan_module(use_sel=use_sel, align=align)
-        module._stats = {}
-        module.D.requires_grad_(False)  # as in the Gmain phase (toggled optimiser)
-        terms = module.gmain_loss(real, c)
+        module.D.requires_grad_(False)  # as in the Gmain phase
+        out = module.gmain_loss(real)
+        terms = out.terms
         assert ("G/align" in terms) == align
+        assert (sorted(out.records["d_fake"].taps) == ["b16", "b8"]) == align, "taps only when the loss uses them"
+        assert ("spatial" in out.records["fake"].inputs) == use_sel, "the heatmaps G was given are in the record"
         sum(terms.values()).backward()
         unused = [n for n, p in module.G.named_parameters() if p.grad is None]
-        assert not unused, (use_sel, align, unused[:5])  # nothing unused under DDP (spec §11)
+        assert not unused, (use_sel, align, unused[:5])  # nothing unused under DDP
         if align:
             assert float(terms["G/align"]) > 0
             # the alignment term alone reaches the heatmap encoder and the SELs
             module.G.zero_grad(set_to_none=True)
-            terms = module.gmain_loss(real, c)
+            terms = module.gmain_loss(real).terms
             terms["G/align"].backward()
             assert module.G.synthesis.hm_conv0_b8.weight.grad.abs().sum() > 0
             assert module.G.synthesis.b16.conv1.sel.output[1].weight.grad.abs().sum() > 0
             assert module.G.mapping.fc0.weight.grad.abs().sum() > 0
-    with pytest.raises(ValueError, match="use_sel"):
+    with pytest.raises(ConfigError, match="use_sel"):
         tiny_eqgan_module(use_sel=False, align=True)
-    with pytest.raises(ValueError, match="ablation"):
+    with pytest.raises(ConfigError, match="ablation"):
         tiny_eqgan_module(eqgan={"ablation": "full", "variants": {"full": {"use_sel": True, "align_loss": False}}})
+    with pytest.raises(ConfigError, match=r"model\.eqgan\.cam_relu"):
+        tiny_eqgan_module(eqgan={"cam_relu": "mean"})
 
 
 def test_di_metric_and_protocol():
@@ -182,7 +186,7 @@ def test_short_training_run_logs_di_align_and_cam_images(tmp_path):
     module = tiny_eqgan_module(batch_size=2, sample_every_kimg=0.1, di={"every_kimg": 0.002}, total_kimg=0.006)
     trainer = tiny_trainer(tmp_path, logger=CSVLogger(tmp_path, name="csv", version=""), log_every_n_steps=1)
     trainer.fit(module, datamodule=tiny_datamodule(2))
-    assert int(module.seen_img) == 6
+    assert module.progress.seen_img == 6
     with open(tmp_path / "csv" / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     di = [float(r["metrics/DI"]) for r in rows if r.get("metrics/DI")]

@@ -11,7 +11,7 @@ from datamodules.one_shot import OneShotDataModule
 from lightning_modules.genda import GenDAModule, mean_pairwise_distance
 from networks.checkpoint import load_networks, save_networks
 from networks.genda import AdaptedGenerator
-from tests.lightning_modules.gan_helpers import RES, tiny_networks, tiny_trainer
+from tests.lightning_modules.gan_helpers import RES, random_batch, tiny_networks, tiny_trainer
 
 BATCH = 4
 ITERATIONS = 40
@@ -70,7 +70,7 @@ def adapted(source_file, tmp_path_factory):
 
 def test_g_and_d_are_bit_identical_after_training(adapted, source_file):
     module, _, _ = adapted
-    assert int(module.iteration) == ITERATIONS
+    assert module.progress.iteration == ITERATIONS
     nets = load_networks(source_file)
     for own, ref in ((module.G, nets["G_ema"]), (module.D, nets["D"])):
         want = ref.state_dict()
@@ -94,8 +94,9 @@ def test_classifier_scores_adapted_samples_above_the_source(adapted):
     z = torch.randn(32, module.G.z_dim, generator=torch.Generator().manual_seed(1))
     c = torch.zeros(32, 0)
     with torch.no_grad():
-        source = module.score(module.G(z, c, truncation_psi=0.7, noise_mode="const"), c).mean()
-        adapted_score = module.score(module.G_ema(z, c, truncation_psi=0.7, noise_mode="const"), c).mean()
+        source = module.classifier(module.features(module.G(z, c, truncation_psi=0.7, noise_mode="const"), c)).mean()
+        adapted_img = module.G_ema(z, c, truncation_psi=0.7, noise_mode="const")
+        adapted_score = module.classifier(module.features(adapted_img, c)).mean()
     assert adapted_score > source + 0.1
 
 
@@ -141,22 +142,21 @@ def test_resume_continues_exactly(source_file, tmp_path):
     _, first = run(3, tmp_path / "b")
     first.save_checkpoint(tmp_path / "b" / "half.ckpt")
     resumed, _ = run(6, tmp_path / "c", ckpt=str(tmp_path / "b" / "half.ckpt"))
-    assert int(resumed.iteration) == 6
+    assert resumed.progress.iteration == 6
     for a, b in zip(straight.state_dict().values(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b)
 
 
 def test_losses_route_gradients_to_their_module_only(source_file):
     module = make_module(source_file, adaptor={"granularity": "per_layer"}, classifier={"depth": 2})
-    module._stats = {}
-    real = torch.rand(BATCH, 3, RES, RES) * 2 - 1
-    c = torch.zeros(BATCH, 0)
-    sum(module.classifier_loss(real, c).values()).backward()
+    real = random_batch(BATCH)
+    assert [p.name for p in module.phases] == ["classifier", "adaptor"]
+    sum(module.classifier_loss(real).terms.values()).backward()
     assert module.adaptor.scale.grad is None and module.adaptor.bias.grad is None
     assert all(p.grad is not None for p in module.classifier.parameters())
     module.classifier.zero_grad(set_to_none=True)
-    module.classifier.requires_grad_(False)  # as Lightning's toggled_optimizer does for the adaptor step
-    sum(module.adaptor_loss(real, c).values()).backward()
+    module.classifier.requires_grad_(False)  # as the engine does for the adaptor phase
+    sum(module.adaptor_loss(real).terms.values()).backward()
     assert module.adaptor.scale.grad.abs().sum() > 0 and module.adaptor.bias.grad.abs().sum() > 0
     assert all(p.grad is None for p in module.classifier.parameters())
     assert all(p.grad is None for p in module.G.parameters()) and all(p.grad is None for p in module.D.parameters())
@@ -164,7 +164,7 @@ def test_losses_route_gradients_to_their_module_only(source_file):
 
 def test_truncation_beta_only_in_training(source_file):
     module = make_module(source_file, train_truncation=0.5, eval_truncation=1.0)
-    module.load_pretrained(str(source_file))
+    module.load_init(str(source_file))
     z = torch.randn(8, module.G.z_dim)
     c = torch.zeros(8, 0)
     with torch.no_grad():
@@ -181,9 +181,9 @@ def test_truncation_beta_only_in_training(source_file):
 def test_missing_or_mismatched_pretrained_file_is_explained(source_file, tmp_path):
     module = make_module(source_file)
     with pytest.raises(FileNotFoundError, match="make train"):
-        module.load_pretrained(str(tmp_path / "missing.ckpt"))
+        module.load_init(str(tmp_path / "missing.ckpt"))
     G, D = tiny_networks()
     wide = type(G)(**{**G.init_kwargs, "w_dim": 8})
     save_networks(tmp_path / "other.pt", {"G": wide, "D": D})
-    with pytest.raises(ValueError, match="model.generator"):
-        module.load_pretrained(str(tmp_path / "other.pt"))
+    with pytest.raises(ValueError, match=r"network 'G' does not match.*w_dim: 16 here vs 8 in the file"):
+        module.load_init(str(tmp_path / "other.pt"))

@@ -9,9 +9,11 @@ import pytest
 import torch
 
 from lightning_modules.callbacks.checkpointing import KimgCheckpoint
-from lightning_modules.insgen import InsGenModule, default_queue_size, parse_insgen_config
+from lightning_modules import contrastive
+from lightning_modules.config import ConfigError, parse_block
+from lightning_modules.insgen import InsGenConfig, InsGenModule, default_queue_size
 from networks.checkpoint import save_networks
-from tests.lightning_modules.gan_helpers import tiny_datamodule, tiny_module, tiny_networks, tiny_trainer
+from tests.lightning_modules.gan_helpers import random_batch, tiny_datamodule, tiny_module, tiny_networks, tiny_trainer
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
@@ -36,6 +38,7 @@ class InsGenRecorder(InsGenModule):
 
     def on_train_start(self):
         self.records, self.ema_checks = [], []
+        self._snap = self._state()
 
     def update_d_ema(self):
         before = [p.detach().clone() for p in self.D_ema.parameters()]
@@ -45,10 +48,6 @@ class InsGenRecorder(InsGenModule):
         self.ema_checks.append(
             max((e - p).abs().max().item() for e, p in zip(expected, self.D_ema.parameters(), strict=True))
         )
-
-    def training_step(self, batch, batch_idx):
-        self._snap = self._state()
-        return super().training_step(batch, batch_idx)
 
     def _state(self):
         return {
@@ -63,11 +62,11 @@ class InsGenRecorder(InsGenModule):
             "ptr": (int(self.DHead.queue_ptr), int(self.GHead.queue_ptr)),
         }
 
-    def after_phase(self, phase, real_img, real_c):
-        super().after_phase(phase, real_img, real_c)
+    def after_phase(self, phase, out):
+        super().after_phase(phase, out)
         now = self._state()
         G_grads = any(p.grad is not None and p.grad.abs().sum() > 0 for p in self.G.parameters())
-        self.records.append((phase, self._snap, now, G_grads, dict(self._stats)))
+        self.records.append((phase.name, self._snap, now, G_grads, {k: v.detach() for k, v in out.terms.items()}))
         self._snap = now
         for p in self.parameters():
             p.grad = None
@@ -92,12 +91,12 @@ def test_phases_update_only_their_parts_and_momentum_updates_follow_formulas(tmp
             ):
                 torch.testing.assert_close(a, m * b + (1 - m) * q)
             assert all(torch.equal(a, b) for a, b in zip(before["DHead.momentum_mlp"], after["DHead.momentum_mlp"]))
-            assert torch.isfinite(stats["insgen/g_id"])
+            assert torch.isfinite(stats["G/id"])
         if phase == "Dmain":
             assert changed["D"] and not changed["G"] and not G_grads, "D phase must leave G without gradient"
             assert changed["DHead.mlp"] and changed["GHead.mlp"], "heads are stepped in the D phase"
             assert after["ptr"] == tuple((p + 4) % 6 for p in before["ptr"])  # batch 4 enqueued, K = 6
-            assert torch.isfinite(stats["insgen/real_id"]) and torch.isfinite(stats["insgen/fake_id"])
+            assert torch.isfinite(stats["D/real_id"]) and torch.isfinite(stats["D/fake_id"])
     assert len(module.ema_checks) == 2 and max(module.ema_checks) < 1e-6
     assert not torch.equal(flat(module.D_ema), flat(module.D))
 
@@ -105,38 +104,40 @@ def test_phases_update_only_their_parts_and_momentum_updates_follow_formulas(tmp
 def test_d_phase_only_keeps_g_phase_heads_fixed_and_zero_lambda_g_skips_the_term():
     torch.manual_seed(0)
     module = tiny_insgen(insgen={"head_momentum_update": "d_phase_only"})
-    module._stats = {}
-    real, c = torch.rand(4, 3, 16, 16) * 2 - 1, torch.zeros(4, 0)
+    real = random_batch()
     before = flat(module.GHead)
-    terms = module.gmain_loss(real, c)
+    terms = module.gmain_loss(real).terms
     assert "G/id" in terms and torch.equal(before, flat(module.GHead))
     terms["G/id"].backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.G.parameters())
     no_g = tiny_insgen(insgen={"lambda_g": 0.0})
-    no_g._stats = {}
-    assert "G/id" not in no_g.gmain_loss(real, c)
+    assert "G/id" not in no_g.gmain_loss(real).terms
+    assert "gmain.fake" not in no_g.d_taps, "no tap is requested for a term that is off"
 
 
 @pytest.mark.parametrize("view", ["adversarial", "separate"])
 @pytest.mark.parametrize("fill", ["query", "key"])
-def test_fake_queue_is_filled_from_query_features_or_keys(fill, view):
+def test_fake_queue_is_filled_from_query_features_or_keys(fill, view, monkeypatch):
     torch.manual_seed(0)
     module = tiny_insgen(insgen={"fill_fake_from": fill, "query_view": view})
-    module._stats = {}
     seen = {}
-    for name in ("DHead", "GHead"):
-        head = getattr(module, name)
+    original = contrastive.instance_loss
 
-        def spy(feat_q, feat_k, _name=name, _forward=head.forward, **kwargs):
-            seen[_name] = (feat_q.detach(), feat_k.detach())
-            return _forward(feat_q, feat_k, **kwargs)
+    def spy(head, feat_q, feat_k, tau, momentum=None):
+        seen["DHead" if head is module.DHead else "GHead"] = (feat_q.detach(), feat_k.detach())
+        return original(head, feat_q, feat_k, tau, momentum)
 
-        head.forward = spy
-    module.dmain_loss(torch.rand(4, 3, 16, 16) * 2 - 1, torch.zeros(4, 0))
+    monkeypatch.setattr("lightning_modules.insgen.instance_loss", spy)
+    out = module.dmain_loss(random_batch())
     fq, fk = seen["GHead"]
     expected = module.GHead.key(fq if fill == "query" else fk)
     torch.testing.assert_close(module.GHead.queue[:, :4], expected.T)
     torch.testing.assert_close(module.DHead.queue[:, :4], module.DHead.key(seen["DHead"][1]).T)
+    if view == "adversarial":  # the queries are the pooled b8 taps of the adversarial passes, by name
+        tapped = out.records["d_real"].taps["b8"].float().mean([2, 3])
+        torch.testing.assert_close(seen["DHead"][0], tapped.detach())
+    else:
+        assert out.records["d_real"].taps == {}
 
 
 def test_adversarial_query_view_trains_as_the_separate_passes_without_augmentation(tmp_path):
@@ -147,8 +148,8 @@ def test_adversarial_query_view_trains_as_the_separate_passes_without_augmentati
         torch.manual_seed(0)
         module = tiny_insgen(insgen={"query_view": view}, augment_p=0.0, ada=None)
         tiny_trainer(tmp_path / view).fit(module, datamodule=tiny_datamodule())
+        assert module.progress.iteration == 2
         states[view] = module.state_dict()
-    assert int(states["separate"]["iteration"]) == 2
     for key, value in states["adversarial"].items():
         torch.testing.assert_close(value, states["separate"][key], rtol=1e-4, atol=1e-5, msg=key)
 
@@ -159,10 +160,11 @@ def test_heads_trained_on_fixed_embedded_features_lower_both_contrastive_losses(
     ID, query-side queue fill), ADA p = 0 as at the start of a run, head momentum 0.9 so that 120 steps suffice.
     Both InfoNCE losses fall once the queues hold real keys."""
     torch.manual_seed(0)
-    module = tiny_insgen(augment_p=0.0, insgen={"momentum_head": 0.9, "queue": {"real_size": 32, "fake_size": 32}})
+    module = tiny_insgen(augment_p=0.0, insgen={"queue": {"real_size": 32, "fake_size": 32}})
     dm = tiny_datamodule(batch_size=64)
     dm.setup("fit")
-    real, c = module.preprocess_batch(next(iter(dm.train_dataloader())))
+    batch = module.preprocess_batch(next(iter(dm.train_dataloader())))
+    real, c = batch.img, batch.c
     with torch.no_grad():
         z = torch.randn(64, module.G.z_dim)
         fake = module.G(z, c)
@@ -178,11 +180,11 @@ def test_heads_trained_on_fixed_embedded_features_lower_both_contrastive_losses(
         history = []
         for _ in range(120):
             idx = torch.randperm(64, generator=g)[:16]
-            loss, _, k = head(feat_q[idx], feat_k[idx])
+            loss, _, k = contrastive.instance_loss(head, feat_q[idx], feat_k[idx], tau=0.2, momentum=0.9)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            head.enqueue(head.key(feat_q[idx]) if name == "GHead" else k)
+            contrastive.enqueue(head, head.key(feat_q[idx]) if name == "GHead" else k)
             history.append(loss.item())
         first, last = sum(history[2:22]) / 20, sum(history[-20:]) / 20  # after the queue has filled (2 steps)
         assert last < 0.85 * first, f"{name}: InfoNCE did not fall ({first:.3f} -> {last:.3f})"
@@ -205,15 +207,27 @@ def test_resume_from_plain_stylegan2_checkpoint_initialises_missing_parts(tmp_pa
     for source in (net_file, last):
         module = tiny_insgen()
         heads = flat(module.DHead), flat(module.GHead)
-        with caplog.at_level(logging.INFO, logger="lightning_modules.insgen"):
+        with caplog.at_level(logging.INFO, logger="lightning_modules.gan"):
             caplog.clear()
-            module.load_pretrained(str(source))
+            module.load_init(str(source))
         for k, v in module.D_ema.state_dict().items():
             assert torch.equal(v, D_ckpt[k]), f"D_ema.{k} not initialised from D"
         assert torch.equal(heads[0], flat(module.DHead)) and torch.equal(heads[1], flat(module.GHead))
-        text = caplog.text
-        assert "no D_ema: initialised D_ema = D" in text
-        assert "no DHead: fresh head" in text and "no GHead: fresh head" in text
+        assert module.init_record["parts"]["D_ema"] == "fallback:D"
+        assert module.init_record["parts"]["DHead"] == module.init_record["parts"]["GHead"] == "absent"
+        assert "has no DHead: keeping its fresh initialisation" in caplog.text
+
+    # An InsGen checkpoint carries D_ema and both heads in its bundle: init_from restores them from one read.
+    torch.manual_seed(3)
+    donor = tiny_insgen()
+    donor_file = tmp_path / "insgen_nets.ckpt"
+    ckpt = {"state_dict": donor.state_dict(), "networks": {}}
+    donor.on_save_checkpoint(ckpt)
+    torch.save({k: ckpt[k] for k in ("state_dict", "networks")}, donor_file)
+    module = tiny_insgen()
+    module.load_init(str(donor_file))
+    assert module.init_record["parts"]["DHead"] == "file:DHead" and module.init_record["parts"]["D_ema"] == "file:D_ema"
+    assert torch.equal(flat(module.DHead), flat(donor.DHead)) and torch.equal(flat(module.D_ema), flat(donor.D_ema))
 
     # Lightning resume (ckpt_path) into InsGen: missing D_ema / heads / head optimiser states filled in.
     module = tiny_insgen(total_kimg=0.008)
@@ -221,7 +235,7 @@ def test_resume_from_plain_stylegan2_checkpoint_initialises_missing_parts(tmp_pa
         caplog.clear()
         tiny_trainer(tmp_path / "insgen").fit(module, datamodule=tiny_datamodule(), ckpt_path=str(last))
     assert "checkpoint has no D_ema" in caplog.text and "checkpoint has no DHead" in caplog.text
-    assert int(module.seen_img) == 8 and int(module.iteration) == 2
+    assert module.progress.seen_img == 8 and module.progress.iteration == 2
     # D_ema was D of the checkpoint and the first resumed update mixes it with that same D.
     for k, v in module.D_ema.named_parameters():
         torch.testing.assert_close(v, D_ckpt[k], atol=1e-6, rtol=0)
@@ -231,21 +245,23 @@ def test_resume_from_plain_stylegan2_checkpoint_initialises_missing_parts(tmp_pa
 def test_ada_linear_replaces_adaptive_rule_with_a_ramp():
     module = tiny_insgen(total_kimg=10, insgen={"ada_linear": True, "ada_linear_max": 0.6})
     assert module.ada is None
-    module.seen_img.fill_(2500)
+    module.progress.seen_img = 2500
     module.after_iteration()
-    assert float(module.augment_pipe.p) == pytest.approx(0.6 * 2.5 / 10)
-    module.seen_img.fill_(20000)
+    assert float(module.augment_pipe.p) == pytest.approx(0.6 * 2.5 / 10) and module.augment_p == pytest.approx(0.15)
+    module.progress.seen_img = 20000
     module.after_iteration()
     assert float(module.augment_pipe.p) == pytest.approx(0.6)
 
 
 def test_config_errors_name_the_key_and_queue_rule():
-    with pytest.raises(ValueError, match="model.insgen: unknown keys"):
-        parse_insgen_config({"temperature": 0.2})
-    with pytest.raises(ValueError, match="fill_fake_from"):
-        parse_insgen_config({"fill_fake_from": "keys"})
-    with pytest.raises(ValueError, match="model.insgen.queue: unknown keys"):
-        parse_insgen_config({"queue": {"size": 4}})
+    with pytest.raises(ConfigError, match=r"model\.insgen\.temperature"):
+        parse_block("model.insgen", InsGenConfig, {"temperature": 0.2})
+    with pytest.raises(ConfigError, match="fill_fake_from"):
+        parse_block("model.insgen", InsGenConfig, {"fill_fake_from": "keys"})
+    with pytest.raises(ConfigError, match=r"model\.insgen\.queue\.size"):
+        parse_block("model.insgen", InsGenConfig, {"queue": {"size": 4}})
+    with pytest.raises(ConfigError, match=r"model\.insgen\.queue\.fraction"):
+        parse_block("model.insgen", InsGenConfig, {"queue": {"fraction": 0}})
     G, D = tiny_networks()
     with pytest.raises(ValueError, match="augment_pipe"):
         InsGenModule(G, D, augment_pipe=None)
@@ -253,7 +269,7 @@ def test_config_errors_name_the_key_and_queue_rule():
     class Flipped(list):
         xflip = True
 
-    assert default_queue_size(Flipped(range(4000)), 0.05) == 200  # FFHQ-2K + mirror (spec §2)
+    assert default_queue_size(Flipped(range(4000)), 0.05) == 200  # FFHQ-2K + mirror
     assert default_queue_size(Flipped(range(2 * 5153)), 0.05) == 514  # AFHQ-Cat + mirror
     assert default_queue_size(list(range(70000)), 0.05) == 3500
 

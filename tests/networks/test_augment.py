@@ -7,12 +7,11 @@ import math
 
 import pytest
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
 import networks.augment as augment
-from networks.augment import AUGPIPE_PRESETS, AdaptiveP, AugmentPipe, filter_bank
+from networks.augment import AUGPIPE_PRESETS, AugmentPipe, filter_bank
 from ops import _backend
 
 GEOM_OPS = ["xflip", "rotate90", "xint", "scale", "rotate", "aniso", "xfrac"]
@@ -351,91 +350,3 @@ def test_gradgradcheck_tiny_pipe_and_conv(ops_backend):
     # fast mode (random projections): the full Jacobians take minutes on 2 busy cores
     assert torch.autograd.gradcheck(f, (x, w), fast_mode=True)
     assert torch.autograd.gradgradcheck(f, (x, w), fast_mode=True, check_batched_grad=False)
-
-
-# ------------------------------------------------------------------------------------------------ adaptive p
-
-
-def test_adaptive_p_sign_rule_and_step_size():
-    pipe = AugmentPipe.from_preset("bgc", p=0.5)
-    ada = AdaptiveP(pipe, target=0.6, interval=4, kimg=500)
-    step = 64 * 4 / (500 * 1000)
-    for it in range(3):
-        ada.accumulate(torch.ones(64, 1))
-        assert ada.step(64) is False and pipe.p.item() == 0.5, it
-    ada.accumulate(torch.ones(64, 1))
-    assert ada.step(64) is True
-    assert pipe.p.item() == pytest.approx(0.5 + step)  # r_t = 1 > 0.6: raise
-    assert ada.last_rt.item() == 1.0
-
-    for _ in range(4):
-        ada.accumulate(torch.tensor([1.0, 1.0, -1.0, 0.0]))  # r_t = 0.25 < 0.6: lower
-        ada.step(64)
-    assert pipe.p.item() == pytest.approx(0.5)
-
-    for _ in range(4):
-        ada.accumulate(torch.tensor([2.0, 3.0, 0.5, 1.0, -4.0]))  # r_t = 0.6 exactly: unchanged
-        ada.step(64)
-    assert pipe.p.item() == pytest.approx(0.5)
-
-    for _ in range(4):  # an interval without logits leaves p unchanged
-        ada.step(64)
-    assert pipe.p.item() == pytest.approx(0.5) and math.isnan(ada.last_rt.item())
-
-
-def test_adaptive_p_never_negative_and_accumulates_between_adjustments():
-    pipe = AugmentPipe(xflip=1, p=0.0002)
-    ada = AdaptiveP(pipe, interval=2, kimg=100)
-    ada.accumulate(-torch.ones(10))
-    ada.step(32)
-    ada.accumulate(torch.ones(30))  # pooled r_t = 20 / 40 = 0.5 < 0.6
-    ada.step(32)
-    assert pipe.p.item() == 0.0  # 0.0002 - 32 * 2 / 1e5 clamped at 0
-    ada.accumulate(torch.ones(3))
-    ada.step(32)
-    ada.step(32)
-    assert pipe.p.item() == pytest.approx(32 * 2 / 1e5)
-    with pytest.raises(ValueError, match="interval"):
-        AdaptiveP(pipe, interval=0)
-
-
-def test_adaptive_p_state_dict_round_trip_resumes_exactly():
-    def run(ada, pipe, logits_seq, start, stop):
-        for i in range(start, stop):
-            ada.accumulate(logits_seq[i])
-            ada.step(16)
-        return pipe.p.item()
-
-    logits = [torch.randn(16) + 0.5 for _ in range(12)]
-    pipe_a = AugmentPipe(xflip=1, p=0.1)
-    ada_a = AdaptiveP(pipe_a, interval=4, kimg=1)
-    run(ada_a, pipe_a, logits, 0, 6)  # stop mid-interval: accumulators hold two iterations
-    state, p_saved = ada_a.state_dict(), pipe_a.state_dict()
-    assert state["iterations"] == 6 and state["count"] == 32
-    final_a = run(ada_a, pipe_a, logits, 6, 12)
-
-    pipe_b = AugmentPipe(xflip=1)
-    pipe_b.load_state_dict(p_saved)
-    ada_b = AdaptiveP(pipe_b, interval=4, kimg=1)
-    ada_b.load_state_dict(state)
-    assert run(ada_b, pipe_b, logits, 6, 12) == final_a
-    with pytest.raises(KeyError, match="count"):
-        ada_b.load_state_dict({"sign_sum": 0.0, "iterations": 0})
-
-
-def test_adaptive_p_all_reduces_across_ranks(monkeypatch):
-    reduced = []
-
-    def fake_all_reduce(tensor):  # another rank contributed 12 logits of sign -1
-        reduced.append(tensor.clone())
-        tensor += torch.tensor([-12.0, 12.0], dtype=tensor.dtype)
-
-    monkeypatch.setattr(dist, "is_initialized", lambda: True)
-    monkeypatch.setattr(dist, "all_reduce", fake_all_reduce)
-    pipe = AugmentPipe(xflip=1, p=0.5)
-    ada = AdaptiveP(pipe, interval=1, kimg=1)
-    ada.accumulate(torch.ones(4))  # this rank alone: r_t = 1 (raise); pooled: (4 - 12) / 16 (lower)
-    ada.step(8)
-    assert len(reduced) == 1 and reduced[0].tolist() == [4.0, 4.0]
-    assert pipe.p.item() == pytest.approx(0.5 - 8 / 1000)
-    assert ada.last_rt.item() == -0.5

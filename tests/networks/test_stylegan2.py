@@ -138,14 +138,25 @@ def test_generator_shapes_and_keys(architecture, res, c_dim):
 def test_discriminator_shapes_and_keys(architecture, res, c_dim):
     D = _tiny_d(res=res, c_dim=c_dim, architecture=architecture)
     img = torch.randn([4, 3, res, res])
-    logits, feats = D(img, _labels(4, c_dim), return_features=True)
+    c = _labels(4, c_dim)
+    names = D.tap_names()
+    assert names == [f"b{r}" for r in (16, 8) if r <= res] + ["epilogue_conv", "epilogue_fc"]
+    logits, feats = D(img, c, taps=names)
     assert logits.shape == (4, 1) and logits.dtype == torch.float32
-    assert sorted(feats) == [r for r in (8, 16) if r <= res]
-    for r, f in feats.items():
-        assert f.shape[-1] == r // 2 and f.shape[0] == 4
-    torch.testing.assert_close(D(img, _labels(4, c_dim)), logits)
-    (grad_b8,) = torch.autograd.grad(logits.sum(), feats[8])  # GradCAM-style taps stay in the graph
-    assert grad_b8.shape == feats[8].shape and grad_b8.abs().sum() > 0
+    assert list(feats) == names
+    for r in (8, 16):
+        if r <= res:
+            assert feats[f"b{r}"].shape[-1] == r // 2 and feats[f"b{r}"].shape[0] == 4
+    assert feats["epilogue_conv"].shape[-2:] == (4, 4) and feats["epilogue_fc"].ndim == 2
+    torch.testing.assert_close(D(img, c), logits)
+    (grad_b8,) = torch.autograd.grad(logits.sum(), feats["b8"])  # GradCAM-style taps stay in the graph
+    assert grad_b8.shape == feats["b8"].shape and grad_b8.abs().sum() > 0
+    # features() stops after the deepest block tap and gives the same tensors; epilogue taps run the epilogue.
+    early = D.features(img, c, ["b8"])
+    torch.testing.assert_close(early["b8"], feats["b8"])
+    torch.testing.assert_close(D.features(img, c, ["epilogue_fc"])["epilogue_fc"], feats["epilogue_fc"])
+    with pytest.raises(ValueError, match=r"\['b2'\]: not taps of this D"):
+        D(img, c, taps=["b2"])
     keys = set(D.state_dict())
     assert ("b4.fromrgb.weight" in keys) == (architecture == "skip")
     assert ("b8.fromrgb.weight" in keys) == (architecture == "skip" or res == 8)
