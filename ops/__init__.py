@@ -3,7 +3,7 @@
 Importing this package never compiles anything; the extension ``ops._C`` is built by ``pip install -e .``.
 """
 
-from ops import bias_act, conv2d_resample, grid_sample, upfirdn2d
+from ops import bias_act, conv2d_resample, grid_sample, upfirdn2d, volume_sample
 from ops._backend import BACKENDS, cuda_kernels_built, extension_available, get_backend, set_backend
 
 __all__ = [
@@ -16,4 +16,5 @@ __all__ = [
     "grid_sample",
     "set_backend",
     "upfirdn2d",
+    "volume_sample",
 ]

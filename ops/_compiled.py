@@ -10,6 +10,8 @@ written with the same registered operators, so higher derivatives work:
   derivative ``bias_act_masked_grad`` is linear in the incoming gradient (any order).
 - ``grid_sample_2d``: backward = ``grid_sample_2d_backward``, whose derivative with respect to the incoming
   gradient is ``grid_sample_2d`` again (second order with respect to the input).
+- ``volume_sample_3d``: backward = ``volume_sample_3d_backward`` (volume and points), whose derivative is
+  ``volume_sample_3d_double_backward`` (second order in volume and points; a third derivative raises).
 """
 
 from __future__ import annotations
@@ -203,4 +205,86 @@ def _grid_sample_bwd_backward(ctx, gg_input, gg_grid):
 torch.library.register_autograd("suite_ops::grid_sample_2d", _grid_sample_backward, setup_context=_grid_sample_setup)
 torch.library.register_autograd(
     "suite_ops::grid_sample_2d_backward", _grid_sample_bwd_backward, setup_context=_grid_sample_bwd_setup
+)
+
+# ------------------------------------------------------------------------------------------- volume_sample
+
+
+@torch.library.register_fake("suite_ops::volume_sample_3d")
+def _volume_sample_fake(volume, points):
+    return volume.new_empty([volume.shape[0], volume.shape[1], points.shape[1]])
+
+
+@torch.library.register_fake("suite_ops::volume_sample_3d_backward")
+def _volume_sample_backward_fake(grad_out, volume, points, volume_grad, points_grad):
+    gv = torch.empty_like(volume, memory_format=torch.contiguous_format) if volume_grad else volume.new_empty([0])
+    gp = torch.empty_like(points, memory_format=torch.contiguous_format) if points_grad else points.new_empty([0])
+    return gv, gp
+
+
+@torch.library.register_fake("suite_ops::volume_sample_3d_double_backward")
+def _volume_sample_double_backward_fake(
+    grad_out, volume, points, gg_volume, gg_points, out_grad, volume_grad, points_grad
+):
+    def like(t, wanted):
+        return torch.empty_like(t, memory_format=torch.contiguous_format) if wanted else t.new_empty([0])
+
+    return like(grad_out, out_grad), like(volume, volume_grad), like(points, points_grad)
+
+
+def _volume_sample_setup(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
+
+
+def _volume_sample_backward(ctx, grad_out):
+    volume, points = ctx.saved_tensors
+    gv, gp = lib.volume_sample_3d_backward(grad_out, volume, points, ctx.needs_input_grad[0], ctx.needs_input_grad[1])
+    return (gv if ctx.needs_input_grad[0] else None), (gp if ctx.needs_input_grad[1] else None)
+
+
+def _volume_sample_bwd_setup(ctx, inputs, output):
+    grad_out, volume, points, volume_grad, points_grad = inputs
+    ctx.save_for_backward(grad_out, volume, points)
+
+
+def _present(t):
+    return t if t is not None and t.numel() > 0 else None
+
+
+def _volume_sample_bwd_backward(ctx, gg_volume, gg_points):
+    # (grad_volume, grad_points) is linear in grad_out: its derivative is the lookup of gg_volume plus the
+    # lookup with weights differentiated along gg_points; the volume enters grad_points linearly; the points
+    # enter both through the stencil (first and mixed second derivatives of the trilinear weights).
+    grad_out, volume, points = ctx.saved_tensors
+    need = ctx.needs_input_grad[:3]
+    gg_volume, gg_points = _present(gg_volume), _present(gg_points)
+    if not any(need) or (gg_volume is None and gg_points is None):
+        return None, None, None, None, None
+    d_out, d_volume, d_points = lib.volume_sample_3d_double_backward(
+        grad_out, volume, points, gg_volume, gg_points, *need
+    )
+    return tuple(t if wanted else None for t, wanted in zip((d_out, d_volume, d_points), need)) + (None, None)
+
+
+def _volume_sample_bwd2_setup(ctx, inputs, output):
+    pass
+
+
+def _volume_sample_bwd2_backward(ctx, *grads):
+    raise RuntimeError(
+        "suite_ops::volume_sample_3d supports first and second derivatives only; use the 'ref' backend for "
+        "third-order gradients"
+    )
+
+
+torch.library.register_autograd(
+    "suite_ops::volume_sample_3d", _volume_sample_backward, setup_context=_volume_sample_setup
+)
+torch.library.register_autograd(
+    "suite_ops::volume_sample_3d_backward", _volume_sample_bwd_backward, setup_context=_volume_sample_bwd_setup
+)
+torch.library.register_autograd(
+    "suite_ops::volume_sample_3d_double_backward",
+    _volume_sample_bwd2_backward,
+    setup_context=_volume_sample_bwd2_setup,
 )

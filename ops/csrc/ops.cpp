@@ -38,6 +38,14 @@ TORCH_LIBRARY(suite_ops, m) {
   m.def(
       "grid_sample_2d_backward(Tensor grad_out, Tensor input, Tensor grid, bool input_grad, bool grid_grad) "
       "-> (Tensor, Tensor)");
+  // Trilinear point-to-volume lookup (volume_sample.h) with its backward and double backward.
+  m.def("volume_sample_3d(Tensor volume, Tensor points) -> Tensor");
+  m.def(
+      "volume_sample_3d_backward(Tensor grad_out, Tensor volume, Tensor points, bool volume_grad, "
+      "bool points_grad) -> (Tensor, Tensor)");
+  m.def(
+      "volume_sample_3d_double_backward(Tensor grad_out, Tensor volume, Tensor points, Tensor? gg_volume, "
+      "Tensor? gg_points, bool out_grad, bool volume_grad, bool points_grad) -> (Tensor, Tensor, Tensor)");
   m.def("has_cuda() -> bool", &has_cuda);
 }
 
