@@ -200,17 +200,23 @@ class StyleGAN2ADAModule(GANModule):
         """Hook: extra keyword inputs of ``G.synthesis`` for a batch (EqGAN-SA's heatmaps)."""
         return {}
 
-    def mix_styles(self, ws: torch.Tensor, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    def discriminator_inputs(self) -> dict:
+        """Hook: extra keyword inputs of every D call in :meth:`run_D` (VolumeGAN's level of detail ``lod``)."""
+        return {}
+
+    def mix_styles(self, ws: torch.Tensor, z: torch.Tensor, c: torch.Tensor, mapping=None) -> torch.Tensor:
         """Style mixing: with probability ``style_mixing_prob`` the w's from a random cutoff in
-        ``mixing_layers`` on come from another latent. Cutoff and coin are drawn on the device and applied with a
-        mask (no host read), in NVlabs' draw order (cutoff, coin, second latent)."""
+        ``mixing_layers`` on come from another latent, mapped by ``mapping`` (default ``G.mapping``; DepthGAN
+        mixes its RGB path). Cutoff and coin are drawn on the device and applied with a mask (no host read), in
+        NVlabs' draw order (cutoff, coin, second latent)."""
+        mapping = self.G.mapping if mapping is None else mapping
         num_ws = ws.shape[1]
         first, last = self.mixing_layers
         last = num_ws if last is None else last
         cutoff = torch.randint(first, last, [], device=ws.device)
         coin = torch.rand([], device=ws.device) < self.hparams.style_mixing_prob
         cutoff = torch.where(coin, cutoff, torch.full_like(cutoff, num_ws))
-        mixed = self.G.mapping(torch.randn_like(z), c, update_emas=False)
+        mixed = mapping(torch.randn_like(z), c, update_emas=False)
         keep = torch.arange(num_ws, device=ws.device) < cutoff
         return torch.where(keep[None, :, None], ws, mixed)
 
@@ -227,9 +233,10 @@ class StyleGAN2ADAModule(GANModule):
         """D(A(img), c) through the ADA pipe, with the taps declared for ``pass_name`` plus ``taps``."""
         names = tuple(dict.fromkeys((*self.d_taps.get(pass_name, ()), *taps)))
         aug = self.augment(img)
+        inputs = self.discriminator_inputs()
         if not names:
-            return DOutput(self.D(aug, c), aug)
-        logits, tapped = self.D(aug, c, taps=names)
+            return DOutput(self.D(aug, c, **inputs), aug)
+        logits, tapped = self.D(aug, c, taps=names, **inputs)
         return DOutput(logits, aug, tapped)
 
     # -------------------------------------------------------------- losses

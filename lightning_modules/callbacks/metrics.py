@@ -96,9 +96,7 @@ class MetricsCallback(Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, log_callback_metrics: bool = False
     ) -> list[dict[str, Any]]:
         """Run every protocol now (all ranks), log the numbers with their protocol."""
-        seen = pl_module.progress.seen_img
-        self._last_seen = seen
-        kimg = seen / 1000
+        self._last_seen = pl_module.progress.seen_img
         results = evaluate_generator(
             pl_module.G_ema,
             self.protocols,
@@ -110,13 +108,20 @@ class MetricsCallback(Callback):
             metrics=self._metrics,
             extra_record={"generator": "G_ema"},
         )
+        self.publish(trainer, pl_module, results, log_callback_metrics)
+        return results
+
+    def publish(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, results: list[dict[str, Any]], callback_metrics: bool
+    ) -> None:
+        """Log each result with its protocol (loggers, ``metric-<name>.jsonl``; rank 0) and, during training,
+        as ``metrics/<key>`` callback metrics (Lightning forbids ``self.log`` in ``on_train_end``)."""
         for res in results:
-            if log_callback_metrics:  # Lightning forbids self.log in on_train_end
+            if callback_metrics:
                 for key, value in res["results"].items():
                     pl_module.log(f"metrics/{key}", value, logger=False, rank_zero_only=True)
             if trainer.is_global_zero:
-                self._log(trainer, res, kimg)
-        return results
+                self._log(trainer, res, pl_module.progress.kimg)
 
     def _log(self, trainer: pl.Trainer, res: dict[str, Any], kimg: float) -> None:
         metrics = {f"metrics/{k}": v for k, v in res["results"].items()}

@@ -16,11 +16,15 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from lightning_modules.depthgan import DepthGANModule
 from lightning_modules.eqgan_sa import EqGANModule
 from lightning_modules.insgen import InsGenModule
 from lightning_modules.stylegan2_ada import StyleGAN2ADAModule
+from lightning_modules.volumegan import VolumeGANModule
 from networks.eqgan_sa import EqGANGenerator
 from tests.lightning_modules.gan_helpers import RES, tiny_datamodule, tiny_module, tiny_networks, tiny_trainer
+from tests.lightning_modules.test_depthgan import rgbd_datamodule, tiny_depthgan
+from tests.lightning_modules.test_volumegan import tiny_volumegan
 
 DEVICE = os.environ.get("SUITE_TEST_DEVICE", "cpu")
 WARMUP = 2  # iterations before counting (optimiser state creation, first-time set-up)
@@ -77,12 +81,12 @@ def counting(cls):
     return Counting
 
 
-def run(module, tmp_path, iterations: int = 10):
+def run(module, tmp_path, iterations: int = 10, datamodule=None):
     module.hparams.total_kimg = iterations * 4 / 1000
     module.progress.total_kimg = module.hparams.total_kimg
     accelerator = "gpu" if DEVICE == "cuda" else "cpu"
     trainer = tiny_trainer(tmp_path, accelerator=accelerator, log_every_n_steps=8)
-    trainer.fit(module, datamodule=tiny_datamodule())
+    trainer.fit(module, datamodule=datamodule or tiny_datamodule())
     return module.host_reads.reads, module.counted_steps
 
 
@@ -113,11 +117,17 @@ def eqgan_module():
             id="insgen",
         ),
         pytest.param(eqgan_module, id="eqgan_sa"),
+        pytest.param(
+            lambda: (tiny_depthgan(counting(DepthGANModule), d_reg_interval=4), rgbd_datamodule()), id="depthgan"
+        ),
+        pytest.param(lambda: tiny_volumegan(cls=counting(VolumeGANModule)), id="volumegan"),
     ],
 )
 def test_steady_state_training_steps_read_the_device_at_most_half_a_time_per_step(build, tmp_path):
     torch.manual_seed(0)
-    reads, steps = run(build(), tmp_path)
+    built = build()
+    module, datamodule = built if isinstance(built, tuple) else (built, None)
+    reads, steps = run(module, tmp_path, datamodule=datamodule)
     assert steps >= 8
     per_step = len(reads) / steps
     assert per_step <= MAX_READS_PER_STEP, f"{per_step:.2f} host reads per step:\n" + "\n".join(reads)
