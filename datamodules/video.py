@@ -1,6 +1,7 @@
 """Kinetics-400 / UCF-101 readers, labeled/unlabeled partitions and the semi-supervised video DataModule.
 
-Spec cmpl.md §5 (partitions, views), §9 (weak and strong views of the same sampled frames), §4 (augmentations).
+Partitions and views of the semi-supervised protocol of CMPL (arXiv 2112.09690: 1 % / 10 % labeled), weak and
+strong views of the same sampled frames (FixMatch, arXiv 2001.07685 §2), multi-view testing.
 
 Layouts read as distributed:
 - UCF-101: ``<root>/<video_dir>/<Class>/v_<Class>_gXX_cYY.avi`` and ``<root>/<list_dir>/{classInd.txt,
@@ -21,8 +22,9 @@ import json
 import logging
 import math
 import os
+import re
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from datamodules.base import SkipCounter, per_rank_batch_size
+from datamodules.dropping import DecodableLoader
+from datamodules.side_files import side_file
 from datamodules.video_augment import ClipAugment, multi_view_crops
 from datamodules.video_io import read_clips
 
@@ -149,35 +153,75 @@ def read_kinetics(
     return records, list(classes)
 
 
-def labeled_partition(labels: Sequence[int], percent: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Class-balanced labeled subset (spec §5, suite choice [X]): per class max(1, round(N·p/100 / C)) videos.
+def labeled_partition(
+    labels: Sequence[int], percent: float, seed: int, exclude: Sequence[int] = ()
+) -> tuple[np.ndarray, np.ndarray]:
+    """Class-balanced labeled subset (suite choice [X]): per class max(1, round(N·p/100 / C)) videos.
 
-    Returns sorted (labeled, unlabeled) indices. Deterministic in ``seed``: class c draws from
-    ``default_rng([seed, c])``, so a class's choice does not depend on the other classes.
+    N counts the whole training list, so p % keeps its meaning when ``exclude`` (held-out validation indices)
+    removes videos from both the labeled and the unlabeled part. Returns sorted (labeled, unlabeled) indices.
+    Deterministic in ``seed``: class c draws from ``default_rng([seed, c])``, so a class's choice does not depend
+    on the other classes.
     """
     if not 0 < percent <= 100:
         raise ValueError(f"labeled percent must be in (0, 100], got {percent}")
     labels = np.asarray(labels, dtype=np.int64)
+    excluded = np.zeros(len(labels), dtype=bool)
+    excluded[np.asarray(exclude, dtype=np.int64)] = True
     by_class = defaultdict(list)
     for i, y in enumerate(labels):
         by_class[int(y)].append(i)
     per_class = max(1, int(round(len(labels) * percent / 100 / len(by_class))))
     chosen = []
     for c in sorted(by_class):
-        idx = np.asarray(by_class[c])
+        idx = np.asarray([i for i in by_class[c] if not excluded[i]], dtype=np.int64)
         perm = np.random.default_rng([seed, c]).permutation(len(idx))
         chosen.append(idx[perm[: min(per_class, len(idx))]])
     lab = np.sort(np.concatenate(chosen))
-    unlab = np.setdiff1d(np.arange(len(labels)), lab)
+    unlab = np.setdiff1d(np.flatnonzero(~excluded), lab)
     return lab, unlab
 
 
-def load_or_write_partition(
-    records: Sequence[VideoRecord], percent: float, seed: int, split_file: str | os.PathLike
-) -> tuple[np.ndarray, np.ndarray]:
-    """Labeled/unlabeled indices from ``split_file`` if it exists (reused), else drawn and written there.
+_UCF_CLIP_NAME = re.compile(r"^v_.+_g(\d+)_c\d+\.\w+$")
 
-    The file lists video names (relative paths), so a partition means the same videos on every machine.
+
+def source_group(name: str) -> str:
+    """Key of the source video of a clip: UCF-101 clips ``v_<Class>_gXX_cYY`` of one group XX are cut from one
+    long video (the official splits never separate a group), so a group is held out whole; other clips stand alone."""
+    m = _UCF_CLIP_NAME.match(name.rsplit("/", 1)[-1])
+    return f"g{int(m.group(1))}" if m else name
+
+
+def holdout_partition(records: Sequence[VideoRecord], per_class: int, seed: int) -> np.ndarray:
+    """Validation videos held out of the training list (suite choice [D]): per class, ``per_class`` source groups
+    (:func:`source_group`) drawn with ``default_rng([seed, c, 1])``; every class keeps at least one group for
+    training. Returns sorted indices (empty for ``per_class`` 0)."""
+    if per_class < 0:
+        raise ValueError(f"data.val_per_class must be >= 0, got {per_class}")
+    groups: dict[int, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+    for i, r in enumerate(records):
+        groups[r.label][source_group(r.name)].append(i)
+    held = []
+    for c in sorted(groups):
+        keys = sorted(groups[c])
+        take = min(per_class, len(keys) - 1)
+        for j in np.random.default_rng([seed, c, 1]).permutation(len(keys))[:take]:
+            held += groups[c][keys[j]]
+    return np.sort(np.asarray(held, dtype=np.int64))
+
+
+def load_or_write_partition(
+    records: Sequence[VideoRecord],
+    percent: float,
+    seed: int,
+    split_file: str | os.PathLike,
+    val_per_class: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(labeled, unlabeled, validation) indices from ``split_file`` if it exists (reused), else drawn and written.
+
+    Validation videos (``val_per_class`` groups per class, :func:`holdout_partition`) are held out of the training
+    list first; the labeled subset is drawn from the rest. The file lists video names (relative paths), so a
+    partition means the same videos on every machine.
     """
     split_file = Path(split_file)
     pos = {r.name: i for i, r in enumerate(records)}
@@ -186,21 +230,25 @@ def load_or_write_partition(
             data = json.load(f)
         if not isinstance(data, dict) or not isinstance(data.get("labeled"), list):
             raise ValueError(f"split file {split_file}: expected {{'labeled': [...], 'unlabeled': [...]}}")
-        if data.get("percent") != percent or data.get("seed") != seed:
+        drawn = (data.get("percent"), data.get("seed"), data.get("val_per_class", 0))
+        if drawn != (percent, seed, val_per_class):
             raise ValueError(
-                f"split file {split_file} was drawn with percent={data.get('percent')} seed={data.get('seed')}, "
-                f"the config asks percent={percent} seed={seed}; delete it or point data.split_dir elsewhere"
+                f"split file {split_file} was drawn with percent={drawn[0]} seed={drawn[1]} val_per_class={drawn[2]}"
+                f", the config asks percent={percent} seed={seed} val_per_class={val_per_class}; delete it or point "
+                "data.split_dir elsewhere"
             )
-        missing = [n for n in data["labeled"] if n not in pos]
+        names = {k: data.get(k, []) for k in ("labeled", "val")}
+        missing = [n for v in names.values() for n in v if n not in pos]
         if missing:
             raise FileNotFoundError(
-                f"split file {split_file} names {len(missing)} labeled videos absent from the dataset, e.g. "
-                f"{missing[:3]}"
+                f"split file {split_file} names {len(missing)} labeled/validation videos absent from the dataset, "
+                f"e.g. {missing[:3]}"
             )
-        lab = np.sort(np.array([pos[n] for n in data["labeled"]], dtype=np.int64))
-        log.info("reusing split file %s (%d labeled videos)", split_file, len(lab))
-        return lab, np.setdiff1d(np.arange(len(records)), lab)
-    lab, unlab = labeled_partition([r.label for r in records], percent, seed)
+        lab, val = (np.sort(np.array([pos[n] for n in names[k]], dtype=np.int64)) for k in ("labeled", "val"))
+        log.info("reusing split file %s (%d labeled, %d validation videos)", split_file, len(lab), len(val))
+        return lab, np.setdiff1d(np.arange(len(records)), np.concatenate([lab, val])), val
+    val = holdout_partition(records, val_per_class, seed)
+    lab, unlab = labeled_partition([r.label for r in records], percent, seed, exclude=val)
     split_file.parent.mkdir(parents=True, exist_ok=True)
     tmp = split_file.with_name(f"{split_file.name}.tmp{os.getpid()}")
     with open(tmp, "w") as f:
@@ -208,24 +256,28 @@ def load_or_write_partition(
             {
                 "percent": percent,
                 "seed": seed,
+                "val_per_class": val_per_class,
                 "num_videos": len(records),
                 "labeled": [records[i].name for i in lab],
                 "unlabeled": [records[i].name for i in unlab],
+                "val": [records[i].name for i in val],
             },
             f,
             indent=0,
         )
     os.replace(tmp, split_file)
-    log.info("wrote split file %s (%d labeled of %d videos, seed %d)", split_file, len(lab), len(records), seed)
-    return lab, unlab
+    log.info("wrote split file %s (%d labeled, %d validation of %d videos, seed %d)", split_file, len(lab), len(val),
+             len(records), seed)  # fmt: skip
+    return lab, unlab, val
 
 
 class VideoClipDataset(Dataset):
     """Clips of ``records`` as uint8 tensors (V, C, T, H, W) (V = ``num_clips``) or (C, T, H, W) when V is 1.
 
     ``sampling='random'``: one random clip per access (training); ``'uniform'``: ``num_clips`` evenly spaced
-    clips (evaluation). A video that fails to decode is skipped (counted + logged by ``skips``) and the next one
-    returned instead.
+    clips (evaluation). A video that fails to decode is skipped (counted + logged by ``skips``): in training the
+    next one is returned instead; in evaluation it is dropped (``None``, left out by ``datamodules.dropping``), so
+    the evaluated set never holds a duplicate.
     """
 
     max_replacements = 50
@@ -259,6 +311,8 @@ class VideoClipDataset(Dataset):
                 clips = read_clips(rec.path, self.frames, self.stride, self.size, self.sampling, self.num_clips, rng)
             except Exception as err:  # any decode failure is skipped and counted
                 self.skips.skip(rec.path, f"{type(err).__name__}: {err}")
+                if self.sampling == "uniform":  # evaluation: drop it rather than evaluate a neighbour twice
+                    return None
                 continue
             video = torch.from_numpy(np.ascontiguousarray(clips)).permute(0, 4, 1, 2, 3)
             return {"video": video[0] if self.num_clips == 1 else video, "label": rec.label, "index": j}
@@ -295,13 +349,28 @@ class EpochSampler(DistributedSampler):
         self.epoch = epoch
 
 
+def _plain(value: Any) -> Any:
+    """Hydra's list / dict containers as Python lists / dicts (a checkpoint holding them needs code to load)."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return [_plain(v) for v in value]
+    return value
+
+
 class SemiSupervisedVideoDataModule(pl.LightningDataModule):
-    """Labeled + unlabeled clip batches for FixMatch/CMPL (spec §9) and multi-view evaluation (spec §5).
+    """Labeled + unlabeled clip batches for FixMatch/CMPL and multi-view evaluation.
 
     Training batches (after ``on_after_batch_transfer``, on the device): ``x`` weak labeled clips, ``y`` labels,
     ``u_weak`` / ``u_strong`` the weak and strong views of the **same** sampled unlabeled frames, ``u_y`` the
     unlabeled ground truth (for pseudo-label accuracy logging only). Evaluation batches: ``x`` (B, V, C, T, s, s)
     with V = clips x crops, ``y``. All clips are float, normalised with ``mean``/``std``.
+
+    Model selection and test are kept apart: with ``val_source='holdout'`` the validation videos are
+    ``val_per_class`` source groups per class held out of the training list (seeded by ``split_seed``, written to
+    the split file, never trained on, not even unlabeled); ``'test'`` validates on the test list (UCF-101 testlist /
+    Kinetics validate.csv) as before. The test loaders are the test list at ``test_clips x test_crops`` views and,
+    unless that is already 1x1, at one centre clip and crop (loader 1).
 
     ``num_classes`` (optional) is checked against the dataset and lets model configs interpolate it.
     ``batch_size`` is the GLOBAL labeled batch; the unlabeled batch is ``mu`` times it. An epoch is
@@ -336,7 +405,10 @@ class SemiSupervisedVideoDataModule(pl.LightningDataModule):
         crop_scale: Sequence[float] = (0.35, 1.0),
         ra_num_ops: int = 2,
         ra_magnitude: float = 10.0,
+        ra_apply_prob: float = 0.5,
         cutout_size: float = 0.5,
+        val_source: str = "holdout",
+        val_per_class: int = 1,
         val_clips: int = 1,
         val_crops: int = 1,
         test_clips: int = 10,
@@ -352,19 +424,25 @@ class SemiSupervisedVideoDataModule(pl.LightningDataModule):
             raise ValueError(f"data.dataset must be 'ucf101' or 'kinetics400', got {dataset!r}")
         if mu < 0:
             raise ValueError(f"data.mu (unlabeled ratio) must be >= 0, got {mu}")
+        if val_source not in ("holdout", "test"):
+            raise ValueError(f"data.val_source must be 'holdout' or 'test', got {val_source!r}")
+        if val_source == "holdout" and val_per_class < 1:
+            raise ValueError(f"data.val_per_class must be >= 1 with val_source='holdout', got {val_per_class}")
         self.save_hyperparameters()
+        for key, value in list(self.hparams.items()):  # checkpoints must load with weights_only=True
+            self.hparams[key] = _plain(value)
         self.hp = self.hparams
         self.load_hw = (int(load_size), 2 * int(round(load_size * load_aspect / 2)))
         self.augment = ClipAugment(
             crop_size, tuple(crop_scale), hflip=hflip, ra_num_ops=ra_num_ops, ra_magnitude=ra_magnitude,
-            cutout_size=cutout_size,
+            ra_apply_prob=ra_apply_prob, cutout_size=cutout_size,
         )  # fmt: skip
         self.register_mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1, 1)
         self.register_std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1, 1)
         self.index_skips = SkipCounter(f"{dataset} index")
         self.classes: list[str] = []
         self.train_records: list[VideoRecord] = []
-        self.labeled_idx = self.unlabeled_idx = np.zeros(0, dtype=np.int64)
+        self.labeled_idx = self.unlabeled_idx = self.val_idx = np.zeros(0, dtype=np.int64)
         self.generator = torch.Generator()
         self._datasets: dict[str, VideoClipDataset] = {}
         self._rank, self._world = 0, 1
@@ -383,11 +461,18 @@ class SemiSupervisedVideoDataModule(pl.LightningDataModule):
         return read_kinetics(hp.root, f"{hp.annotation_dir}/{hp.val_csv}", hp.val_video_dir, classes, self.index_skips)
 
     @property
+    def val_holdout(self) -> int:
+        """Validation groups held out per class (0 when validating on the test list)."""
+        return int(self.hp.val_per_class) if self.hp.val_source == "holdout" else 0
+
+    @property
     def split_file(self) -> Path:
         hp = self.hp
         base = Path(hp.split_dir) if hp.split_dir else Path(hp.root) / "splits"
         tag = f"split{hp.split}_" if hp.dataset == "ucf101" else ""
-        return base / f"{hp.dataset}_{tag}{hp.labeled_percent:g}pct_seed{hp.split_seed}.json"
+        val = f"_val{self.val_holdout}" if self.val_holdout else ""
+        path = base / f"{hp.dataset}_{tag}{hp.labeled_percent:g}pct_seed{hp.split_seed}{val}.json"
+        return path if hp.split_dir else side_file(path, None, "data.split_dir")  # read-only root: name the key
 
     @property
     def num_classes(self) -> int:
@@ -406,7 +491,7 @@ class SemiSupervisedVideoDataModule(pl.LightningDataModule):
     def prepare_data(self) -> None:
         """Draw and write the split file once (rank 0), so every rank reads the same partition."""
         records, _ = self._records(True)
-        load_or_write_partition(records, self.hp.labeled_percent, self.hp.split_seed, self.split_file)
+        load_or_write_partition(records, self.hp.labeled_percent, self.hp.split_seed, self.split_file, self.val_holdout)
 
     def setup(self, stage: str | None = None) -> None:
         hp = self.hp
@@ -414,11 +499,12 @@ class SemiSupervisedVideoDataModule(pl.LightningDataModule):
             self._rank, self._world = self.trainer.global_rank, self.trainer.world_size
         self.per_rank_batch = per_rank_batch_size(hp.batch_size, self._world)
         self.generator.manual_seed(hp.seed * self._world + self._rank)
-        if stage in (None, "fit") and "labeled" not in self._datasets:
+        if stage in (None, "fit", "validate") and not self.train_records:
             self.train_records, self.classes = self._records(True)
-            self.labeled_idx, self.unlabeled_idx = load_or_write_partition(
-                self.train_records, hp.labeled_percent, hp.split_seed, self.split_file
+            self.labeled_idx, self.unlabeled_idx, self.val_idx = load_or_write_partition(
+                self.train_records, hp.labeled_percent, hp.split_seed, self.split_file, self.val_holdout
             )
+        if stage in (None, "fit") and "labeled" not in self._datasets:
             clip = dict(frames=hp.frames, stride=hp.stride, size=self.load_hw, sampling="random")
             self._datasets["labeled"] = VideoClipDataset(
                 [self.train_records[i] for i in self.labeled_idx], **clip, name=f"{hp.dataset} labeled"
@@ -429,12 +515,23 @@ class SemiSupervisedVideoDataModule(pl.LightningDataModule):
                 self._datasets["unlabeled"] = VideoClipDataset(
                     [self.train_records[i] for i in self.unlabeled_idx], **clip, name=f"{hp.dataset} unlabeled"
                 )
-        if stage in (None, "fit", "validate", "test") and "val" not in self._datasets:
+        eval_sets = {"fit": ("val",), "validate": ("val",), "test": ("test", "test_1x1")}
+        wanted = [k for k in eval_sets.get(stage, ("val", "test", "test_1x1")) if k not in self._datasets]
+        if self.val_holdout and "val" in wanted:
+            wanted.remove("val")
+            self._datasets["val"] = VideoClipDataset(
+                [self.train_records[i] for i in self.val_idx], hp.frames, hp.stride, self.load_hw, "uniform",
+                hp.val_clips, name=f"{hp.dataset} val (held out of the training list)",
+            )  # fmt: skip
+        if (hp.test_clips, hp.test_crops) == (1, 1) and "test_1x1" in wanted:
+            wanted.remove("test_1x1")
+        if wanted:
             records, classes = self._records(False)
             self.classes = self.classes or classes
-            for key, clips in (("val", hp.val_clips), ("test", hp.test_clips)):
+            clips = {"val": hp.val_clips, "test": hp.test_clips, "test_1x1": 1}
+            for key in wanted:
                 self._datasets[key] = VideoClipDataset(
-                    records, hp.frames, hp.stride, self.load_hw, "uniform", clips, name=f"{hp.dataset} {key}"
+                    records, hp.frames, hp.stride, self.load_hw, "uniform", clips[key], name=f"{hp.dataset} {key}"
                 )
 
     # --------------------------------------------------------------------------------------- loaders
@@ -468,15 +565,19 @@ class SemiSupervisedVideoDataModule(pl.LightningDataModule):
 
     def _eval_loader(self, key: str) -> DataLoader:
         if key not in self._datasets:
-            self.setup("test")
+            self.setup("validate" if key == "val" else "test")
         eb = self.hp.eval_batch_size or self.per_rank_batch
-        return self._loader(self._datasets[key], eb)
+        nw = self.hp.num_workers
+        return DecodableLoader(self._datasets[key], batch_size=eb, num_workers=nw, persistent_workers=nw > 0,
+                               pin_memory=torch.cuda.is_available())  # fmt: skip
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("val")
 
-    def test_dataloader(self) -> DataLoader:
-        return self._eval_loader("test")
+    def test_dataloader(self) -> DataLoader | list[DataLoader]:
+        """The test protocol (``test_clips x test_crops``) and, as loader 1, one centre clip and crop."""
+        main = self._eval_loader("test")
+        return [main, self._eval_loader("test_1x1")] if (self.hp.test_clips, self.hp.test_crops) != (1, 1) else main
 
     # ---------------------------------------------------------------------------------- augmentation
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:
@@ -484,7 +585,8 @@ class SemiSupervisedVideoDataModule(pl.LightningDataModule):
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> dict[str, torch.Tensor]:
         """Augment on the device: weak labeled view; weak + strong views of the same unlabeled frames; or the
-        evaluation views (val: ``val_clips`` x ``val_crops``, test: ``test_clips`` x ``test_crops``)."""
+        evaluation views (val: ``val_clips`` x ``val_crops``, test: ``test_clips`` x ``test_crops``, test loader 1:
+        one clip, one crop)."""
         if isinstance(batch, dict) and "labeled" in batch:
             lab = batch["labeled"]
             out = {"x": self._normalise(self.augment.weak(lab["video"].float() / 255, self.generator)),
@@ -499,7 +601,7 @@ class SemiSupervisedVideoDataModule(pl.LightningDataModule):
         if video.ndim == 5:
             video = video[:, None]
         testing = self.trainer is not None and self.trainer.testing
-        crops = self.hp.test_crops if testing else self.hp.val_crops
+        crops = (1 if dataloader_idx == 1 else self.hp.test_crops) if testing else self.hp.val_crops
         views = multi_view_crops(video, crops, self.hp.crop_size)
         b, v = views.shape[:2]
         return {"x": self._normalise(views.flatten(0, 1)).unflatten(0, (b, v)), "y": batch["label"]}

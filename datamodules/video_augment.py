@@ -1,11 +1,11 @@
-"""Frame-consistent batch augmentations for clips (spec cmpl.md §4: weak / strong augmentation).
+"""Frame-consistent batch augmentations for clips: the weak / strong augmentation of FixMatch (arXiv 2001.07685 §2).
 
 Clips are (B, C, T, H, W). Every random parameter is drawn once **per clip** and applied to all of its frames;
 clips of a batch get independent parameters. Geometric transforms (random resized crop, flip, RandAugment's
 rotate / shear / translate) are folded into one affine matrix per clip and applied with a single ``grid_sample`` on
 the (B, C*T, H, W) view, so the frames of a clip cannot disagree. Photometric RandAugment ops use kornia.enhance
 with the per-clip factor repeated over the frames. All sampling uses the ``generator`` passed in (per-rank stream,
-lightning_hydra_pitfalls.md §4); parameters are drawn on the CPU and moved to the clips' device.
+every rank draws its own stream); parameters are drawn on the CPU and moved to the clips' device.
 """
 
 from __future__ import annotations
@@ -151,7 +151,7 @@ def cutout(clips: torch.Tensor, size: float, generator: torch.Generator | None) 
 
 
 class ClipAugment:
-    """Weak (crop + flip) and strong (weak + RandAugment + Cutout) clip augmentation (spec §4, suite choice [X]).
+    """Weak (crop + flip) and strong (weak + RandAugment + Cutout) clip augmentation (suite choice [X] for video).
 
     Args:
         out_size: side of the square output crop.
@@ -160,6 +160,9 @@ class ClipAugment:
         ra_num_ops: RandAugment ops per clip (FixMatch: 2).
         ra_magnitude: maximum magnitude in [0, 10]; each op draws its magnitude uniformly in [0, max]
             (FixMatch's RandAugmentMC).
+        ra_apply_prob: probability with which each drawn op is applied to a clip; FixMatch's RandAugment applies
+            every op with probability 0.5 (google-research/fixmatch libml/augment.py L198, the policy
+            ``(op, 0.5, level)`` applied by third_party/auto_augment/augmentations.py L211-213). 1.0 applies all.
         cutout_size: Cutout side as a fraction of the short side (0 disables).
         ops: RandAugment op names to draw from.
     """
@@ -172,18 +175,22 @@ class ClipAugment:
         hflip: bool = True,
         ra_num_ops: int = 2,
         ra_magnitude: float = 10.0,
+        ra_apply_prob: float = 0.5,
         cutout_size: float = 0.5,
         ops: tuple[str, ...] = RANDAUGMENT_OPS,
     ):
         unknown = [o for o in ops if o not in RANDAUGMENT_OPS]
         if unknown:
             raise ValueError(f"ClipAugment: unknown ops {unknown}; expected a subset of {RANDAUGMENT_OPS}")
+        if not 0.0 <= ra_apply_prob <= 1.0:
+            raise ValueError(f"ClipAugment: ra_apply_prob must be in [0, 1], got {ra_apply_prob}")
         self.out_size = int(out_size)
         self.scale = tuple(scale)
         self.ratio = tuple(ratio)
         self.hflip = hflip
         self.ra_num_ops = ra_num_ops
         self.ra_magnitude = ra_magnitude
+        self.ra_apply_prob = ra_apply_prob
         self.cutout_size = cutout_size
         self.ops = tuple(ops)
 
@@ -194,12 +201,16 @@ class ClipAugment:
         return apply_affine(clips, theta, (self.out_size, self.out_size))
 
     def strong(self, clips: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Weak + RandAugment (geometric ops folded into the crop affine) + Cutout, per clip."""
+        """Weak + RandAugment (geometric ops folded into the crop affine) + Cutout, per clip.
+
+        Each of the ``ra_num_ops`` drawn ops is applied with probability ``ra_apply_prob`` (drawn per clip)."""
         b, _, t, h, w = clips.shape
         theta = crop_flip_affine(b, (h, w), self.scale, self.ratio, self.hflip, generator)
         choice = torch.randint(0, len(self.ops), (b, self.ra_num_ops), generator=generator)
         mag = torch.rand(b, self.ra_num_ops, generator=generator) * (self.ra_magnitude / 10.0)
         sign = torch.where(torch.rand(b, self.ra_num_ops, generator=generator) < 0.5, -1.0, 1.0)
+        applied = torch.rand(b, self.ra_num_ops, generator=generator) < self.ra_apply_prob
+        choice = torch.where(applied, choice, -1)  # -1: this op is skipped for this clip
         for slot in range(self.ra_num_ops):
             for k, name in enumerate(self.ops):
                 if name in GEOMETRIC_OPS:
@@ -222,7 +233,7 @@ class ClipAugment:
 
 
 def multi_view_crops(clips: torch.Tensor, crops: int, out_size: int) -> torch.Tensor:
-    """Test-time spatial views: (B, V, C, T, H, W) -> (B, V·crops, C, T, s, s) (spec §5: clips x crops).
+    """Test-time spatial views: (B, V, C, T, H, W) -> (B, V·crops, C, T, s, s) (clips x crops).
 
     ``crops=1``: the centred square; ``crops=3``: left/centre/right (or top/centre/bottom) squares along the long side,
     each the full short side, resized to ``out_size``.

@@ -1,10 +1,11 @@
-"""Benchmark: vanilla vs CompConv parameters, MACs and CPU forward latency (spec compconv.md §3, §4).
+"""Benchmark: vanilla vs CompConv parameters, MACs and CPU forward latency (CompConv, arXiv 2106.10486).
 
 Prints ratios against the vanilla baseline measured in the same process (median of interleaved repeats):
 ResNet-50 vs CompConv128 ResNet-50 at 224 x 224, then single 3 x 3 layers C -> C (C = 64 ... 512; the paper
 claims about 20 % of the compute for the 512-channel layer).
 
     python experiments/bench_compconv.py [--batch 32] [--size 224] [--threads 2] [--repeats 5]
+        [--depth-rule min|max] [--replace-1x1]
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--c0", type=int, default=128)
+    ap.add_argument("--depth-rule", choices=("min", "max"), default="min")
+    ap.add_argument("--replace-1x1", action="store_true", help="also replace the 1x1 convs of ResNet-50")
     ap.add_argument("--layer-size", type=int, default=14, help="spatial size of the single-layer comparison")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -72,14 +75,14 @@ def main() -> None:
     )
     x = torch.randn(args.batch, 3, args.size, args.size)
     compare(
-        f"ResNet-50 @{args.size} CompConv{args.c0}",
+        f"ResNet-50 @{args.size} CompConv{args.c0}{' +1x1' if args.replace_1x1 else ''} ({args.depth_rule})",
         resnet50(),
-        convert_model(resnet50(), c0=args.c0),
+        convert_model(resnet50(), c0=args.c0, depth_rule=args.depth_rule, replace_1x1=args.replace_1x1),
         x,
         args.repeats,
     )
     for c in (64, 128, 256, 512):
-        comp = CompConv2d(c, c, 3, c0=args.c0)
+        comp = CompConv2d(c, c, 3, c0=args.c0, depth_rule=args.depth_rule)
         xl = torch.randn(args.batch, c, args.layer_size, args.layer_size)
         compare(
             f"3x3 conv {c}->{c} @{args.layer_size} (d={comp.depth})",

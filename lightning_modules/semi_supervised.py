@@ -1,14 +1,18 @@
-"""Semi-supervised action recognition: supervised-only baseline, FixMatch and CMPL (spec cmpl.md §3).
+"""Semi-supervised action recognition: supervised-only baseline, FixMatch and CMPL (arXiv 2112.09690).
 
-Automatic optimisation, one optimiser (spec §9). Batches come from ``datamodules.video.SemiSupervisedVideoDataModule``:
+Automatic optimisation, one optimiser. Batches come from ``datamodules.video.SemiSupervisedVideoDataModule``:
 training ``{x, y, u_weak, u_strong, u_y}`` (``u_y`` is the unlabeled ground truth, used for pseudo-label
 diagnostics only), evaluation ``{x: (B, V, C, T, H, W), y}`` with the softmax averaged over the V views.
+Evaluation uses an exponential moving average of the trained networks, as FixMatch evaluates
+(google-research/fixmatch fixmatch.py L125-128, L138). The test loop has two loaders: the multi-view protocol
+(``test/*``, e.g. 10 clips x 3 crops) and a single centre view (``test_1x1/*``).
 """
 
 from __future__ import annotations
 
+import copy
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import pytorch_lightning as pl
 import torch
@@ -17,11 +21,14 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from lightning_modules.gan import update_ema
+
 
 def pseudo_label_loss(
     logits_weak: torch.Tensor, logits_strong: torch.Tensor, threshold: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """FixMatch's unlabeled term (spec §3): (1/μB)·Σ 1[max q ≥ τ]·H(argmax q, p(𝒜(u))), q = softmax(weak logits).
+    """FixMatch's unlabeled term (arXiv 2001.07685 §2): (1/μB)·Σ 1[max q ≥ τ]·H(argmax q, p(𝒜(u))), with
+    q = softmax(weak logits).
 
     The pseudo-labels and the mask are computed from detached logits: no gradient flows into the labelling
     prediction. Returns (loss, mask (float, μB), pseudo-labels (μB)).
@@ -32,6 +39,24 @@ def pseudo_label_loss(
         mask = (conf >= threshold).float()
     loss = (F.cross_entropy(logits_strong, pseudo, reduction="none") * mask).mean()
     return loss, mask, pseudo
+
+
+def view_logits(net: nn.Module, views: Sequence[torch.Tensor], plain: Sequence[bool]) -> list[torch.Tensor]:
+    """Logits of several batches of views from ONE forward of ``net`` (BatchNorm sees one batch, as FixMatch
+    concatenates labeled, weak and strong images: google-research/fixmatch fixmatch.py L99-101).
+
+    Views flagged in ``plain`` skip the classifier dropout: they are the pseudo-labelling (weak) views, which
+    FixMatch computes without dropout (its classifiers default to ``dropout=0``, libml/models.py L63).
+    ``net`` must expose ``features(x)`` and ``head(features, dropout)`` (``networks.resnet3d.ResNet3d``).
+    """
+    feats = net.features(torch.cat(list(views))).split([v.shape[0] for v in views])
+    return [net.head(f, dropout=not p) for f, p in zip(feats, plain, strict=True)]
+
+
+def _check_views_api(net: nn.Module, key: str) -> None:
+    if not (callable(getattr(net, "features", None)) and callable(getattr(net, "head", None))):
+        raise TypeError(f"model.{key} ({type(net).__name__}) needs features(x) and head(features, dropout) so that "
+                        "pseudo-labels are computed without dropout; use networks.resnet3d.ResNet3d")  # fmt: skip
 
 
 def _num_classes(net: nn.Module) -> int:
@@ -45,7 +70,7 @@ def _num_classes(net: nn.Module) -> int:
 
 
 class _PseudoLabelStats(nn.Module):
-    """Per-direction diagnostics (spec §9): mask rate, accuracy of accepted / all pseudo-labels, class histogram."""
+    """Per-direction diagnostics: mask rate, accuracy of accepted / all pseudo-labels, class histogram."""
 
     def __init__(self, num_classes: int):
         super().__init__()
@@ -67,12 +92,20 @@ class _PseudoLabelStats(nn.Module):
 
 
 class VideoClassifierBase(pl.LightningModule):
-    """Shared parts: optimiser (SGD + warm-up + cosine, spec §4 [X]), multi-view evaluation, top-1/top-5 logging.
+    """Shared parts: optimiser (SGD + warm-up + cosine, suite choice), EMA evaluation networks, multi-view
+    evaluation, top-1/top-5 logging.
 
-    Subclasses implement ``compute_losses(batch) -> dict`` with key ``loss`` and list ``eval_nets``.
+    ``ema_decay``: evaluation uses ``ema_decay``-averaged copies of the trained networks (FixMatch: 0.999,
+    fixmatch.py L85; averaged are the trainable variables, libml/utils.py L129-130, so BatchNorm statistics are
+    the live ones, copied at every step). The copies are submodules, so checkpoints hold them and a resumed run
+    continues them exactly. ``None`` evaluates the live networks.
+
+    Subclasses implement ``compute_losses(batch) -> dict`` with key ``loss`` and ``train_nets``, and call
+    ``_init_eval(num_classes)`` once their networks are set.
     """
 
     eval_prefixes: tuple[str, ...] = ("",)
+    eval_stages: tuple[str, ...] = ("val", "test", "test_1x1")
 
     def __init__(
         self,
@@ -80,32 +113,46 @@ class VideoClassifierBase(pl.LightningModule):
         warmup_epochs: float = 0.0,
         cosine: bool = True,
         no_weight_decay_1d: bool = True,
+        ema_decay: float | None = 0.999,
     ):
         super().__init__()
+        if ema_decay is not None and not 0.0 <= ema_decay < 1.0:
+            raise ValueError(f"model.ema_decay must be in [0, 1) or null (no EMA), got {ema_decay}")
         self.optimizer_factory = optimizer
         self.warmup_epochs = warmup_epochs
         self.cosine = cosine
         self.no_weight_decay_1d = no_weight_decay_1d
+        self.ema_decay = ema_decay
 
     # --- subclass API -------------------------------------------------------------------------------
-    def eval_nets(self) -> list[nn.Module]:
+    def train_nets(self) -> list[nn.Module]:
         raise NotImplementedError
 
     def compute_losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
-    def _init_eval_metrics(self, num_classes: int) -> None:
+    def eval_nets(self) -> list[nn.Module]:
+        """The networks evaluated (and used by ``forward``): the EMA copies, or the live networks without EMA."""
+        return list(self.ema) if self.ema is not None else self.train_nets()
+
+    def _init_eval(self, num_classes: int) -> None:
         top5 = min(5, num_classes)
         self.eval_metrics = nn.ModuleDict()
-        for stage in ("val", "test"):
+        for stage in self.eval_stages:
             for p in self.eval_prefixes:
                 self.eval_metrics[f"{stage}_{p}top1"] = MulticlassAccuracy(num_classes, top_k=1, average="micro")
                 self.eval_metrics[f"{stage}_{p}top5"] = MulticlassAccuracy(num_classes, top_k=top5, average="micro")
         self.num_classes = num_classes
+        self.ema: nn.ModuleList | None = None
+        if self.ema_decay is not None:
+            self.ema = nn.ModuleList(copy.deepcopy(n) for n in self.train_nets())
+            self.ema.requires_grad_(False)
+            # optimiser steps folded into the EMA so far (checkpointed with it)
+            self.register_buffer("ema_steps", torch.zeros((), dtype=torch.long))
 
     # --- Lightning hooks ----------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits of the (primary) network; inference uses the primary network only (spec §3 [M])."""
+        """Logits of the (primary) evaluation network; inference uses the primary network only (unverified [M])."""
         return self.eval_nets()[0](x)
 
     def on_fit_start(self) -> None:
@@ -126,6 +173,14 @@ class VideoClassifierBase(pl.LightningModule):
                          sync_dist=True)  # fmt: skip
         return out["loss"]
 
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        """Fold each optimiser step into the EMA networks once (FixMatch runs ``ema_op`` after ``train_op``)."""
+        if self.ema is None or self.trainer.global_step <= int(self.ema_steps):
+            return
+        for ema, live in zip(self.ema, self.train_nets(), strict=True):
+            update_ema(ema, live, self.ema_decay)
+        self.ema_steps.fill_(self.trainer.global_step)
+
     def on_train_epoch_end(self) -> None:
         dm = getattr(self.trainer, "datamodule", None)
         if dm is not None and hasattr(dm, "skipped"):
@@ -140,13 +195,14 @@ class VideoClassifierBase(pl.LightningModule):
                 metric = self.eval_metrics[f"{stage}_{p}{k}"]
                 metric.update(probs, y)
                 self.log(f"{stage}/{p}{k}", metric, on_step=False, on_epoch=True, prog_bar=k == "top1" and not p,
-                         batch_size=b)  # fmt: skip
+                         batch_size=b, add_dataloader_idx=False)  # fmt: skip
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._eval_step(batch, "val")
 
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, "test")
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        """Loader 0: the multi-view test protocol (``test/*``); loader 1: one centre clip and crop (``test_1x1/*``)."""
+        self._eval_step(batch, "test" if dataloader_idx == 0 else "test_1x1")
 
     def configure_optimizers(self):
         if self.optimizer_factory is None:
@@ -173,15 +229,15 @@ class VideoClassifierBase(pl.LightningModule):
 
 
 class SupervisedVideoModule(VideoClassifierBase):
-    """Supervised-only baseline on the labeled clips: L = (1/B)·Σ H(y_b, f(α(x_b))) (spec §3, L_s)."""
+    """Supervised-only baseline on the labeled clips: L = (1/B)·Σ H(y_b, f(α(x_b))) (the L_s term of CMPL)."""
 
     def __init__(self, net: nn.Module, **kwargs):
         super().__init__(**kwargs)
-        self.save_hyperparameters(ignore=["net"], logger=False)
+        self.save_hyperparameters(ignore=["net", "optimizer"], logger=False)
         self.net = net
-        self._init_eval_metrics(_num_classes(net))
+        self._init_eval(_num_classes(net))
 
-    def eval_nets(self) -> list[nn.Module]:
+    def train_nets(self) -> list[nn.Module]:
         return [self.net]
 
     def compute_losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -190,29 +246,29 @@ class SupervisedVideoModule(VideoClassifierBase):
 
 
 class FixMatchModule(VideoClassifierBase):
-    """FixMatch for clips (spec §3): L = L_s + λ_u·L_u with one network labelling its own strong views.
+    """FixMatch for clips (arXiv 2001.07685 §2): L = L_s + λ_u·L_u with one network labelling its own strong views.
 
     Labeled, weak and strong unlabeled clips go through the network in one forward (as FixMatch, so BatchNorm
-    sees one batch); pseudo-labels come from the detached weak logits.
+    sees one batch); pseudo-labels come from the detached weak logits, computed without dropout (``view_logits``).
     """
 
     def __init__(self, net: nn.Module, threshold: float = 0.95, lambda_u: float = 1.0, **kwargs):
         super().__init__(**kwargs)
-        self.save_hyperparameters(ignore=["net"], logger=False)
+        self.save_hyperparameters(ignore=["net", "optimizer"], logger=False)
+        _check_views_api(net, "net")
         self.net = net
         self.threshold, self.lambda_u = threshold, lambda_u
-        self._init_eval_metrics(_num_classes(net))
+        self._init_eval(_num_classes(net))
         self.pl_stats = nn.ModuleDict({"self": _PseudoLabelStats(self.num_classes)})
 
-    def eval_nets(self) -> list[nn.Module]:
+    def train_nets(self) -> list[nn.Module]:
         return [self.net]
 
     def compute_losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if "u_weak" not in batch:
             raise ValueError("FixMatch needs unlabeled clips: set data.mu > 0")
-        x, uw, us = batch["x"], batch["u_weak"], batch["u_strong"]
-        logits = self.net(torch.cat([x, uw, us]))
-        lx, luw, lus = logits.split([x.shape[0], uw.shape[0], us.shape[0]])
+        views = [batch["x"], batch["u_weak"], batch["u_strong"]]
+        lx, luw, lus = view_logits(self.net, views, plain=(False, True, False))
         loss_s = F.cross_entropy(lx, batch["y"])
         loss_u, mask, pseudo = pseudo_label_loss(luw, lus, self.threshold)
         self.pl_stats["self"].update(mask, pseudo, batch.get("u_y"))
@@ -224,12 +280,13 @@ class FixMatchModule(VideoClassifierBase):
 
 
 class CMPLModule(VideoClassifierBase):
-    """Cross-Model Pseudo-Labeling (spec §3): primary F and auxiliary A label each other's strong views.
+    """Cross-Model Pseudo-Labeling (arXiv 2112.09690): primary F and auxiliary A label each other's strong views.
 
     L_s = (1/B)·Σ [H(y, p_F(α(x))) + H(y, p_A(α(x)))];
     L_u = (1/μB)·Σ [1[max q^A ≥ τ]·H(ŷ^A, p_F(𝒜(u))) + 1[max q^F ≥ τ]·H(ŷ^F, p_A(𝒜(u)))];  L = L_s + λ·L_u.
-    With F and A the same network this is exactly twice FixMatch's loss. Evaluation reports both networks;
-    the primary is the model (``forward``).
+    With F and A the same network this is exactly twice FixMatch's loss. The weak-view (labelling) logits of both
+    networks are computed without dropout (``view_logits``). Evaluation reports both networks (their EMA copies
+    by default); the primary is the model (``forward``).
     """
 
     eval_prefixes = ("", "aux_")
@@ -237,26 +294,26 @@ class CMPLModule(VideoClassifierBase):
     def __init__(self, primary: nn.Module, auxiliary: nn.Module, threshold: float = 0.95, lambda_u: float = 1.0,
                  **kwargs):  # fmt: skip
         super().__init__(**kwargs)
-        self.save_hyperparameters(ignore=["primary", "auxiliary"], logger=False)
+        self.save_hyperparameters(ignore=["primary", "auxiliary", "optimizer"], logger=False)
         n_f, n_a = _num_classes(primary), _num_classes(auxiliary)
         if n_f != n_a:
             raise ValueError(f"model.primary has {n_f} classes but model.auxiliary has {n_a}; they must match")
+        _check_views_api(primary, "primary")
+        _check_views_api(auxiliary, "auxiliary")
         self.primary, self.auxiliary = primary, auxiliary
         self.threshold, self.lambda_u = threshold, lambda_u
-        self._init_eval_metrics(n_f)
+        self._init_eval(n_f)
         self.pl_stats = nn.ModuleDict({"A_to_F": _PseudoLabelStats(n_f), "F_to_A": _PseudoLabelStats(n_f)})
 
-    def eval_nets(self) -> list[nn.Module]:
+    def train_nets(self) -> list[nn.Module]:
         return [self.primary, self.auxiliary]
 
     def compute_losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if "u_weak" not in batch:
             raise ValueError("CMPL needs unlabeled clips: set data.mu > 0")
-        x, uw, us = batch["x"], batch["u_weak"], batch["u_strong"]
-        sizes = [x.shape[0], uw.shape[0], us.shape[0]]
-        inputs = torch.cat([x, uw, us])
-        fx, fuw, fus = self.primary(inputs).split(sizes)
-        ax, auw, aus = self.auxiliary(inputs).split(sizes)
+        views, plain = [batch["x"], batch["u_weak"], batch["u_strong"]], (False, True, False)
+        fx, fuw, fus = view_logits(self.primary, views, plain)
+        ax, auw, aus = view_logits(self.auxiliary, views, plain)
         loss_s_f = F.cross_entropy(fx, batch["y"])
         loss_s_a = F.cross_entropy(ax, batch["y"])
         loss_u_f, mask_af, pseudo_a = pseudo_label_loss(auw, fus, self.threshold)  # A labels for F

@@ -1,8 +1,9 @@
-"""CompConv: compact convolution by recursive divide and conquer along channels (spec compconv.md).
+"""CompConv: compact convolution by recursive divide and conquer along channels.
 
-Zhang, Xu, Shen, "CompConv: A Compact Convolution Module for Efficient Feature Learning", CVPRW 2021.
-No official code exists; the module follows the concrete reconstruction of spec §3, which satisfies every
-formula of spec §2 (channel budget, adaptive depth, complexity). With input ``x`` (``C_in`` channels):
+Zhang, Xu, Shen, "CompConv: A Compact Convolution Module for Efficient Feature Learning", CVPRW 2021
+(arXiv 2106.10486). No official code exists; the module is a concrete reconstruction that satisfies every formula of
+the paper's method section (channel budget, adaptive depth, complexity; docs/compconv.md). With input ``x``
+(``C_in`` channels):
 
 1. ``u0 = Conv_k(x)``: ``C_in -> C_prim`` (carries the stride).
 2. for ``j = 1..d-1``: ``t_j = I_j (+) v_{j-1}`` with ``|I_j| = |v_{j-1}| = 2^(j-1) C_prim`` identity channels
@@ -30,14 +31,17 @@ STRIDE2_IDENTITIES = ("avgpool", "sample")
 
 def _check_choice(name: str, value: str, allowed: Sequence[str]) -> None:
     if value not in allowed:
-        raise ValueError(f"CompConv2d: {name}={value!r} is not one of {list(allowed)} (spec compconv.md §3)")
+        raise ValueError(f"CompConv2d: {name}={value!r} is not one of {list(allowed)} (docs/compconv.md)")
 
 
 def compconv_depth(in_channels: int, c0: int, rule: str = "min", max_depth: int = 3) -> int:
-    """Adaptive recursion depth d from ``C_in`` and the model constant ``C0`` (spec §2).
+    """Adaptive recursion depth d from ``C_in`` and the model constant ``C0`` (arXiv 2106.10486, adaptive
+    separation strategy).
 
-    ``min`` (default; "limit d to a maximum of 3"): ``d = min(floor(log2(max(1, C_in/C0))) + 1, max_depth)``.
-    ``max`` (the other summary's transcription): ``d = max(floor(log2(max(1, C_in/C0))) + 1, max_depth)``.
+    ``min`` (default): ``d = min(floor(log2(max(1, C_in/C0))) + 1, max_depth)``. The paper motivates the cap: C_prim
+    "cannot be too small", at d = 3 it is about 8 % of the output channels, so d is limited to at most 3; and a
+    larger C0 gives a smaller d (lighter compression). ``max`` (``max(..., max_depth)``, one summary's
+    transcription of the formula) makes 3 a floor instead and is kept as a choice.
     """
     _check_choice("depth_rule", rule, DEPTH_RULES)
     if c0 < 1 or in_channels < 1:
@@ -47,7 +51,7 @@ def compconv_depth(in_channels: int, c0: int, rule: str = "min", max_depth: int 
 
 
 def compconv_prim_channels(out_channels: int, depth: int) -> int:
-    """``C_prim = ceil(C_out / (2 (2^d - 1)))`` so that ``sum_{i=1..d} 2^i C_prim >= C_out`` (spec §2)."""
+    """``C_prim = ceil(C_out / (2 (2^d - 1)))`` so that ``sum_{i=1..d} 2^i C_prim >= C_out`` (arXiv 2106.10486)."""
     if depth < 1:
         raise ValueError(f"compconv_prim_channels: depth must be >= 1, got {depth}")
     return -(-out_channels // (2 * (2**depth - 1)))
@@ -63,10 +67,10 @@ def _interleave_order(sizes: Sequence[int]) -> list[int]:
 
 
 class CompConv2d(nn.Module):
-    """Drop-in replacement of ``nn.Conv2d(C_in, C_out, k, stride, padding=k//2)`` (spec §3).
+    """Drop-in replacement of ``nn.Conv2d(C_in, C_out, k, stride, padding=k//2)``.
 
     ``depth=None`` picks d with :func:`compconv_depth`; ``depth=0`` is the degenerate case without a divide
-    step (a plain convolution). Each open choice of spec §3 is an argument:
+    step (a plain convolution). Each choice the paper leaves open is an argument:
     ``depth_rule``, ``max_depth``, ``identity_slices``, ``inner_norm_act``, ``tail_op``, ``shuffle``,
     ``stride2_identity``.
     """
@@ -127,7 +131,7 @@ class CompConv2d(nn.Module):
             raise ValueError(
                 f"CompConv2d({in_channels}->{out_channels}, depth={d}): the identity parts need "
                 f"(2^(d-1)-1)*C_prim = {n_identity} input channels but only {in_channels} exist; "
-                "use a smaller depth / larger c0, or keep this layer vanilla (spec §3)"
+                "use a smaller depth / larger c0, or keep this layer vanilla"
             )
         half = 2 ** (d - 1) * cp  # |X_B0| = |X_A0| before trimming
         n_tail = out_channels - (2**d - 2) * cp - half  # X_A0 keeps what the budget leaves
@@ -215,12 +219,12 @@ class CompConv2d(nn.Module):
         )
 
 
-def _is_replaceable(conv: nn.Conv2d) -> bool:
-    """k x k (k > 1, odd, square), 'same' padding, no groups/dilation: what CompConv replaces (spec §6)."""
+def _is_replaceable(conv: nn.Conv2d, replace_1x1: bool = False) -> bool:
+    """k x k (k > 1, odd, square; k = 1 too with ``replace_1x1``), 'same' padding, no groups/dilation."""
     k = conv.kernel_size
     return (
         k[0] == k[1]
-        and k[0] > 1
+        and (k[0] > 1 or replace_1x1)
         and k[0] % 2 == 1
         and conv.padding == (k[0] // 2, k[0] // 2)
         and conv.groups == 1
@@ -230,19 +234,26 @@ def _is_replaceable(conv: nn.Conv2d) -> bool:
     )
 
 
-def convert_model(model: nn.Module, c0: int = 128, skip: Sequence[str] = ("stem",), **compconv_kwargs) -> nn.Module:
-    """Swap every replaceable k x k ``nn.Conv2d`` of ``model`` for :class:`CompConv2d` (in place; spec §6).
+def convert_model(
+    model: nn.Module,
+    c0: int = 128,
+    skip: Sequence[str] = ("stem",),
+    replace_1x1: bool = False,
+    **compconv_kwargs,
+) -> nn.Module:
+    """Swap every replaceable k x k ``nn.Conv2d`` of ``model`` for :class:`CompConv2d` (in place).
 
-    1 x 1 convolutions, grouped/dilated convolutions and modules whose qualified name starts with an entry
-    of ``skip`` (the stem, as in the paper) stay vanilla. ``compconv_kwargs`` are passed to every CompConv2d.
-    The names of the replaced layers are stored in ``model.compconv_replaced``.
+    Grouped/dilated convolutions and modules whose qualified name starts with an entry of ``skip`` (the RGB stem,
+    which cannot supply identity channels) stay vanilla; 1 x 1 convolutions too unless ``replace_1x1``.
+    ``compconv_kwargs`` are passed to every CompConv2d. The names of the replaced layers are stored in
+    ``model.compconv_replaced``.
     """
     skip = tuple(skip)
     targets = [
         name
         for name, m in model.named_modules()
         if isinstance(m, nn.Conv2d)
-        and _is_replaceable(m)
+        and _is_replaceable(m, replace_1x1)
         and not any(name == s or name.startswith(s + ".") for s in skip)
     ]
     if not targets:

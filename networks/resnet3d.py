@@ -1,6 +1,6 @@
 """3D-ResNet-18/50 in the SlowOnly style (no temporal down-sampling) with a width multiplier.
 
-CMPL (spec cmpl.md §2) pairs a primary 3D-ResNet-50 with an auxiliary network of the same architecture at 1/4 of
+CMPL (arXiv 2112.09690) pairs a primary 3D-ResNet-50 with an auxiliary network of the same architecture at 1/4 of
 the channels ("R50+R50-1/4") or a shallower R18; both are this class with different ``depth`` / ``width_mult``.
 SlowOnly-R50 inflates the temporal kernel (3x1x1 in the first conv of each bottleneck) only in res4/res5
 (``inflate=(0, 0, 1, 1)``); the stem is a 1x7x7 conv with stride (1, 2, 2) and a 1x3x3 max-pool.
@@ -84,7 +84,7 @@ class ResNet3d(nn.Module):
     Args:
         depth: 18, 34, 50 or 101.
         num_classes: classifier outputs.
-        width_mult: multiplies every channel count (CMPL auxiliary: 0.25, spec §2).
+        width_mult: multiplies every channel count (CMPL auxiliary: 0.25, "R50+R50-1/4").
         base_channels: stem / res2 planes before the multiplier (64 in ResNet).
         inflate: per stage, whether its blocks use a temporal kernel of 3 (SlowOnly: (0, 0, 1, 1)).
         stem_stride: spatial stride of the stem conv (2 in ResNet; 1 for tiny inputs).
@@ -158,12 +158,17 @@ class ResNet3d(nn.Module):
             raise ValueError(f"ResNet3d expects (B, C, T, H, W) clips, got shape {tuple(x.shape)}")
         return self.pool(self.stages(self.stem(x))).flatten(1)
 
+    def head(self, features: torch.Tensor, dropout: bool = True) -> torch.Tensor:
+        """Logits from pooled features; ``dropout=False`` skips the dropout even in training mode (the
+        pseudo-labelling views of FixMatch/CMPL)."""
+        return self.fc(self.dropout(features) if dropout else features)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.dropout(self.features(x)))
+        return self.head(self.features(x))
 
 
 def auxiliary_of(primary: ResNet3d, width_mult: float = 0.25, depth: int | None = None) -> ResNet3d:
-    """The CMPL auxiliary network: the primary's architecture at reduced width or depth (spec §2)."""
+    """The CMPL auxiliary network: the primary's architecture at reduced width or depth."""
     kwargs = dict(primary.init_kwargs)
     kwargs["width_mult"] = width_mult
     if depth is not None:

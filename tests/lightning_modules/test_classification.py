@@ -1,4 +1,4 @@
-"""Tests of lightning_modules/classification.py and the CompConv experiment configs (spec compconv.md §4, §6).
+"""Tests of lightning_modules/classification.py and the CompConv experiment configs.
 
 Budget: under 30 s on 2 CPU cores (tiny CompConv ResNet-18 at 16 x 16 on the embedded digits).
 """
@@ -108,6 +108,10 @@ def test_scheduler_partial_and_interval(tmp_path):
     opt = trainer.optimizers[0]
     # cosine after 2 of 4 steps: 0.1 * (1 + cos(pi / 2)) / 2
     assert opt.param_groups[0]["lr"] == pytest.approx(0.05)
+    # the checkpoint holds no partials, so it loads without executing code (and a run can resume from it)
+    trainer.save_checkpoint(tmp_path / "step2.ckpt")
+    state = torch.load(tmp_path / "step2.ckpt", weights_only=True)
+    assert state["hyper_parameters"]["scheduler_interval"] == "step" and "optimizer" not in state["hyper_parameters"]
     with pytest.raises(ValueError, match="scheduler_interval"):
         _module(interval="batch")
 

@@ -1,4 +1,4 @@
-"""Tests of networks/compconv.py, classification_nets.py and metrics/complexity.py (spec compconv.md §2-§6).
+"""Tests of networks/compconv.py, classification_nets.py and metrics/complexity.py (CompConv, arXiv 2106.10486).
 
 Budget: under 20 s on 2 CPU cores.
 """
@@ -234,3 +234,32 @@ def test_convert_model_resnet50_compconv128_depths():
     assert len(net.compconv_replaced) == 16
     with pytest.raises(ValueError, match="no k x k convolution"):
         convert_model(nn.Sequential(nn.Conv2d(3, 8, 1)))
+
+
+def test_convert_model_replace_1x1_swaps_every_conv_but_the_stem():
+    """``replace_1x1``: the paper's plug-in replaces "the vanilla convolution layers"; with it every conv except the
+    RGB stem (1 x 1 bottleneck and shortcut convs included) is a CompConv2d, shapes and gradients unchanged."""
+    torch.manual_seed(0)
+    net = ResNet(50, 10, width=16)
+    x = torch.randn(2, 3, 64, 64)
+    convs = {n for n, m in net.named_modules() if isinstance(m, nn.Conv2d)} - {"stem"}
+    kxk_only = count_macs(convert_model(ResNet(50, 10, width=16), c0=32), x[:1]).total
+    convert_model(net, c0=32, replace_1x1=True)
+    assert set(net.compconv_replaced) == convs and isinstance(net.stem, nn.Conv2d)
+    assert any(net.get_submodule(n).kernel_size == 1 and net.get_submodule(n).stride == 2 for n in convs)
+    out = net(x)
+    assert out.shape == (2, 10)
+    assert count_macs(net, x[:1]).total < 0.75 * kxk_only
+    out.square().mean().backward()
+    assert all(p.grad is not None for p in net.parameters())
+
+
+@pytest.mark.parametrize(
+    "rule,replace_1x1,macs,params",
+    [("min", False, 2_905_782_806, 16_847_276), ("min", True, 1_487_008_386, 8_626_004)],
+)
+def test_resnet50_compconv128_whole_network_anchors(rule, replace_1x1, macs, params):
+    """The whole-network numbers of docs/compconv.md: ResNet-50 @224, C0 = 128 (vanilla 4.089 G MACs, 25.56 M)."""
+    net = convert_model(resnet50(), c0=128, depth_rule=rule, replace_1x1=replace_1x1)
+    assert count_macs(net, torch.zeros(1, 3, 224, 224)).total == macs
+    assert count_params(net) == params

@@ -1,4 +1,4 @@
-"""3D-ResNet (networks/resnet3d.py; spec cmpl.md §2). Budget: a few seconds on 2 CPU cores."""
+"""3D-ResNet (networks/resnet3d.py): the CMPL primary / auxiliary networks. Budget: a few seconds on 2 CPU cores."""
 
 import pytest
 import torch
@@ -60,3 +60,14 @@ def test_bad_arguments_raise_clear_errors():
         ResNet3d(depth=18, inflate=[1, 1])
     with pytest.raises(ValueError, match=r"\(B, C, T, H, W\)"):
         ResNet3d(depth=18, width_mult=0.125)(torch.randn(2, 3, 32, 32))
+
+
+def test_head_without_dropout_is_deterministic_in_training_mode():
+    """``head(features, dropout=False)`` (the pseudo-labelling views) skips the dropout even in training mode."""
+    net = ResNet3d(depth=18, num_classes=5, width_mult=0.125, dropout=0.5).train()
+    feats = torch.randn(16, net.feature_dim, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(net.head(feats, dropout=False), net.fc(feats))
+    torch.manual_seed(0)
+    assert not torch.allclose(net.head(feats), net.fc(feats))
+    x = _clip(s=16)
+    torch.testing.assert_close(net.eval()(x), net.head(net.features(x), dropout=False))
