@@ -1,11 +1,13 @@
-"""One-shot DataModule for GenDA (spec genda.md §3-§4): batches of one reference image, lightly augmented.
+"""One-shot DataModule for GenDA (Yang et al., arXiv 2111.09876): batches of one reference image, lightly augmented.
 
 The reference is ``path`` (an image file, or a folder / zip of images from which one is picked by
-``reference_seed``: spec §4 "pick by a seeded index, record the file name") or, offline, one of the images
-that ship with scikit-image (``builtin``). Every training item is the same uint8 image; the light
-augmentation (``hflip``, integer ``translate`` with reflect padding; spec §3 ``ref_augment`` [X]) runs batched
-on the device in ``on_after_batch_transfer`` from the global torch RNG, which the LightningModule seeds per
-rank and saves in its checkpoints, so resumed runs draw the same augmentations.
+``reference_seed``, its file name recorded with the run) or, offline, one of the images that ship with
+scikit-image (``builtin``). Every training item is the same uint8 image; the light augmentation (``hflip``,
+integer ``translate`` with reflect padding; a suite choice [X], the paper's is unknown) runs batched on the device
+in ``on_after_batch_transfer`` (:func:`augment_batch`) from the global torch RNG, which the LightningModule seeds
+per rank and saves in its checkpoints, so resumed runs draw the same augmentations. GenDA applies the same
+function to its fakes (``model.fake_augment``, tied to ``data.hflip`` / ``data.translate`` in the configs), so
+reference and fakes reach D alike.
 
 ``eval_path`` (optional) is the full target set (e.g. all Babies / Sunglasses images) that the metrics
 callback scores the adapted generator against (``reference: full``).
@@ -84,7 +86,7 @@ class OneShotDataModule(pl.LightningDataModule):
         resolution, num_channels: the source generator's image size and channels.
         grayscale: convert the reference to gray (e.g. the LFW-trained embedded demo generator) [D].
         batch_size: the GLOBAL batch (divided by the world size in ``setup``).
-        hflip, translate: light augmentation of the reference (spec §3 ``ref_augment`` [X]).
+        hflip, translate: light augmentation of the reference (and, in GenDA, of the fakes) [X].
         batches_per_epoch: length of one pass (the module stops on ``total_kimg``, not on epochs).
         reference_seed: seed of the pick from a folder; eval_path: full target set for the metrics.
         transform, resize_filter: how the reference and the eval images are brought to ``resolution``.
@@ -173,7 +175,7 @@ class OneShotDataModule(pl.LightningDataModule):
         self.reference_image()
         self.hparams["reference_file"] = self.reference_name
         for logger in self.trainer.loggers if self.trainer is not None else []:
-            logger.log_hyperparams({"reference_file": self.reference_name})  # recorded with the run (spec §4)
+            logger.log_hyperparams({"reference_file": self.reference_name})  # recorded with the run
 
     def train_dataloader(self) -> DataLoader:
         if self.per_rank_batch is None:
@@ -196,7 +198,7 @@ class OneShotDataModule(pl.LightningDataModule):
         return batch
 
     def reference_dataset(self, reference: str):
-        """Metric reference: ``full`` = every image of ``eval_path`` (the full target set, spec §4)."""
+        """Metric reference: ``full`` = every image of ``eval_path`` (the full target set)."""
         if reference != "full":
             raise ValueError(f"one-shot data: metric reference must be 'full' (data.eval_path), got {reference!r}")
         if not self.hparams.eval_path:

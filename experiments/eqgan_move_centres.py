@@ -18,8 +18,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from networks.image_output import save_image_grid, to_uint8  # noqa: E402
 from networks.eqgan_sa import LEVELS, HeatmapParams  # noqa: E402
+from networks.image_output import save_image_grid, to_uint8  # noqa: E402
 
 
 def move_centres(

@@ -1,33 +1,47 @@
-"""Limited-data study: StyleGAN2-ADA vs InsGen on the embedded faces at an equal image budget (issue 6).
+"""Limited-data studies of InsGen on the embedded faces (100 LFW faces + x-flip, 32x32), at an equal image budget.
 
 Every run uses the experiment files as they are (``experiment=demo`` and ``experiment=insgen_demo``: same
-networks, batch, schedule and seed; 100 LFW faces + x-flip, 32x32) with ``data.max_images=100`` and
-``model.total_kimg=<budget>``; ``insgen`` ramps ADA's p linearly (the InsGen README's advice for small sets),
-``insgen_adaptive_p`` keeps the adaptive rule of ``ada``. G_ema is then evaluated with the metrics module: FID
-against the full embedded set (reference = all 100 faces, no x-flip), with the OFFLINE ``random-cnn`` feature
-network (a seeded random CNN, not Inception: the numbers only compare runs of this script). Per-iteration
-losses (adversarial and the three InfoNCE terms) are written to ``<out>/losses_<method>.json``; sample grids
-(fixed latents, G_ema) to ``<out>/insgen_study_<method>.png``; the table to ``<out>/study_insgen.json``.
+networks, batch, schedule; seeds from ``--seeds``) with ``data.max_images=100`` and ``model.total_kimg=<budget>``.
+G_ema is then evaluated with the metrics module: FID against the full embedded set (reference = all 100 faces,
+no x-flip), with the OFFLINE ``random-cnn`` feature network (a seeded random CNN, not Inception: the numbers only
+compare runs of this script). Methods (``--methods``):
 
-    python experiments/study_insgen.py --kimg 10 --out /tmp/study   # about 10 minutes per method on 2 idle cores
+- ``ada``: StyleGAN2-ADA (``experiment=demo``); ``insgen``: InsGen with the linear p ramp of ``insgen_demo`` (the
+  InsGen README's advice below 5k images); ``insgen_adaptive_p``: InsGen with ADA's adaptive rule, so that it
+  differs from ``ada`` by the instance-discrimination terms alone;
+- ``view_adversarial`` / ``view_separate``: the A/B study of the InsGen query views at a FIXED augmentation
+  probability ``--fixed-p`` (> 0 from the first iteration, no controller): ``model.insgen.query_view`` =
+  ``adversarial`` (queries read off the adversarial D passes, one ADA draw shared by the adversarial and the ID
+  term) vs ``separate`` (the original's extra D passes on fresh draws, genforce/insgen
+  ``training/contrastive_loss.py``). Same seed = same initial networks and data order for both views.
+
+Per-iteration losses go to ``<out>/losses_<method>_s<seed>.json``, sample grids (fixed latents, G_ema) to
+``<out>/insgen_study_<method>_s<seed>.png``, every run to ``<out>/study_insgen.json`` and the per-method mean and
+sample standard deviation over seeds (plus the paired view difference) to ``<out>/study_insgen_summary.json``.
+
+    nice -n 10 python experiments/study_insgen.py --methods view_adversarial view_separate --seeds 0 1 2 \
+        --kimg 2 --out /tmp/study_views
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-# method -> (experiment, extra overrides). insgen_demo ramps p linearly to 0.6 (the InsGen README's advice for
-# < 5k images); insgen_adaptive_p keeps ADA's adaptive rule, so it differs from `ada` by the ID terms alone.
+# method -> (experiment, extra overrides); "{p}" is replaced by --fixed-p.
+FIXED_P = ["model.insgen.ada_linear=false", "model.ada=null", "model.augment_p={p}"]
 METHODS = {
     "ada": ("demo", []),
     "insgen": ("insgen_demo", []),
     "insgen_adaptive_p": ("insgen_demo", ["model.insgen.ada_linear=false"]),
+    "view_adversarial": ("insgen_demo", [*FIXED_P, "model.insgen.query_view=adversarial"]),
+    "view_separate": ("insgen_demo", [*FIXED_P, "model.insgen.query_view=separate"]),
 }
 
 
@@ -43,26 +57,31 @@ def build(experiment: str, extra: list[str], kimg: float, seed: int):
     return hydra.utils.instantiate(cfg.data), hydra.utils.instantiate(cfg.model, _convert_="partial")
 
 
-def train_and_evaluate(method: str, kimg: float, seed: int, out: Path, n_fake: int) -> dict:
+def train_and_evaluate(method: str, kimg: float, seed: int, out: Path, n_fake: int, fixed_p: float) -> dict:
     import pytorch_lightning as pl
-    import torch
 
-    from networks.image_output import save_image_grid
     from metrics.detectors import load_detector
     from metrics.evaluation import evaluate_generator
     from metrics.protocol import MetricProtocol
+    from networks.image_output import save_image_grid
 
     class Losses(pl.Callback):
+        """Per-iteration means of every reported statistic (a study may read the device every step)."""
+
         def __init__(self):
             self.rows: list[dict[str, float]] = []
 
+        def on_train_start(self, trainer, pl_module):
+            pl_module.stats.window("study")
+
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            row = {k: float(v) for k, v in pl_module._stats.items()}
-            row["kimg"] = int(pl_module.seen_img) / 1000
+            row = pl_module.stats.windows["study"].read()
+            row["kimg"] = pl_module.progress.kimg
             self.rows.append(row)
 
+    experiment, extra = METHODS[method]
     pl.seed_everything(seed)
-    dm, module = build(*METHODS[method], kimg, seed)
+    dm, module = build(experiment, [e.format(p=fixed_p) for e in extra], kimg, seed)
     losses = Losses()
     trainer = pl.Trainer(
         accelerator="cpu",
@@ -73,7 +92,7 @@ def train_and_evaluate(method: str, kimg: float, seed: int, out: Path, n_fake: i
         enable_progress_bar=False,
         enable_model_summary=False,
         callbacks=[losses],
-        default_root_dir=str(out / f"run_{method}"),
+        default_root_dir=str(out / f"run_{method}_s{seed}"),
         num_sanity_val_steps=0,
     )
     t0 = time.time()
@@ -90,23 +109,45 @@ def train_and_evaluate(method: str, kimg: float, seed: int, out: Path, n_fake: i
         detector=load_detector,
         batch_size=100,
     )[0]
-    save_image_grid(module.render_grid(), out / f"insgen_study_{method}.png", (4, 8))
-    (out / f"losses_{method}.json").write_text(json.dumps(losses.rows))
-    with torch.no_grad():
-        p = float(module.augment_pipe.p) if module.augment_pipe is not None else 0.0
+    save_image_grid(module.render_grid(), out / f"insgen_study_{method}_s{seed}.png", (4, 8))
+    (out / f"losses_{method}_s{seed}.json").write_text(json.dumps(losses.rows))
     return {
         "method": method,
-        "kimg": int(module.seen_img) / 1000,
-        "iterations": int(module.iteration),
+        "seed": seed,
+        "query_view": getattr(getattr(module, "cfg", None), "query_view", None),
+        "kimg": module.progress.kimg,
+        "iterations": module.progress.iteration,
         "train_s": round(train_s, 1),
-        "fid_randomcnn": round(result["results"][protocol.name], 3),
-        "augment_p": round(p, 4),
+        "fid_randomcnn": round(result["results"][protocol.name], 4),
+        "augment_p": round(module.augment_p, 4),
         "reference_images": result["protocol"]["reference_images"],
         "detector": result["protocol"]["detector"],
     }
 
 
-def summarise(rows: list[dict[str, float]], key: str, k: int = 10) -> tuple[float, float] | None:
+def summarise(results: list[dict]) -> dict:
+    """Mean and sample std of the FID per method over seeds; paired differences of the two views per seed."""
+    summary: dict = {}
+    for method in dict.fromkeys(r["method"] for r in results):
+        fids = [r["fid_randomcnn"] for r in results if r["method"] == method]
+        std = statistics.stdev(fids) if len(fids) > 1 else float("nan")
+        summary[method] = {"n": len(fids), "mean": statistics.fmean(fids), "std": std, "fids": fids}
+    by_seed = {}
+    for r in results:
+        if r["method"] in ("view_adversarial", "view_separate"):
+            by_seed.setdefault(r["seed"], {})[r["method"]] = r["fid_randomcnn"]
+    diffs = [v["view_adversarial"] - v["view_separate"] for v in by_seed.values() if len(v) == 2]
+    if diffs:
+        summary["paired_adversarial_minus_separate"] = {
+            "n": len(diffs),
+            "mean": statistics.fmean(diffs),
+            "std": statistics.stdev(diffs) if len(diffs) > 1 else float("nan"),
+            "diffs": diffs,
+        }
+    return summary
+
+
+def loss_trend(rows: list[dict[str, float]], key: str, k: int = 10) -> tuple[float, float] | None:
     vals = [r[key] for r in rows if key in r]
     if len(vals) < 2 * k:
         return None
@@ -115,33 +156,41 @@ def summarise(rows: list[dict[str, float]], key: str, k: int = 10) -> tuple[floa
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--kimg", type=float, default=3.0, help="image budget per method (thousands of real images)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--kimg", type=float, default=3.0, help="image budget per run (thousands of real images)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--n-fake", type=int, default=2000)
+    ap.add_argument("--fixed-p", type=float, default=0.4, help="augmentation p of the view_* methods")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=Path("study_insgen"))
-    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    ap.add_argument("--methods", nargs="+", default=["ada", "insgen", "insgen_adaptive_p"], choices=list(METHODS))
     args = ap.parse_args(argv)
 
     import torch
 
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    results = [train_and_evaluate(m, args.kimg, args.seed, args.out, args.n_fake) for m in args.methods]
-    (args.out / "study_insgen.json").write_text(json.dumps(results, indent=1))
-    print("\n| method | kimg | iterations | train s | FID (random-cnn, ref = 100 faces) | final p |")
-    print("|---|---|---|---|---|---|")
+    results = []
+    for seed in args.seeds:  # seed-major: a stopped study still holds complete pairs
+        for method in args.methods:
+            results.append(train_and_evaluate(method, args.kimg, seed, args.out, args.n_fake, args.fixed_p))
+            (args.out / "study_insgen.json").write_text(json.dumps(results, indent=1))
+    summary = summarise(results)
+    (args.out / "study_insgen_summary.json").write_text(json.dumps(summary, indent=1))
+    print("\n| method | seed | kimg | iterations | train s | FID (random-cnn, ref = 100 faces) | final p |")
+    print("|---|---|---|---|---|---|---|")
     for r in results:
         print(
-            f"| {r['method']} | {r['kimg']} | {r['iterations']} | {r['train_s']} | {r['fid_randomcnn']} "
-            f"| {r['augment_p']} |"
+            f"| {r['method']} | {r['seed']} | {r['kimg']} | {r['iterations']} | {r['train_s']} "
+            f"| {r['fid_randomcnn']} | {r['augment_p']} |"
         )
-    for m in args.methods:
-        rows = json.loads((args.out / f"losses_{m}.json").read_text())
+    for method, s in summary.items():
+        print(f"{method}: mean {s['mean']:.4f} +- {s['std']:.4f} (sample std, n = {s['n']})")
+    for r in results:
+        rows = json.loads((args.out / f"losses_{r['method']}_s{r['seed']}.json").read_text())
         for key in ("insgen/real_id", "insgen/fake_id", "insgen/g_id", "loss/D/real", "loss/G/adv"):
-            s = summarise(rows, key)
-            if s:
-                print(f"{m}: {key} first-10 mean {s[0]:.3f} -> last-10 mean {s[1]:.3f}")
+            trend = loss_trend(rows, key)
+            if trend:
+                print(f"{r['method']} s{r['seed']}: {key} first-10 mean {trend[0]:.3f} -> last-10 mean {trend[1]:.3f}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Instance discrimination rules of InsGen (Yang et al., NeurIPS 2021, arXiv 2109.06590, Sec. 3.2), after MoCo.
+"""Instance discrimination rules of InsGen (Yang et al., NeurIPS 2021, arXiv 2106.04566, Sec. 3.2), after MoCo.
 
 The networks (:class:`networks.insgen_heads.ContrastiveHead`) are plain modules; the training rules live here:
 InfoNCE against the queue, the momentum update of the key MLP (MoCo, He et al. 2020, Eq. 2) and the FIFO

@@ -6,8 +6,11 @@ A delta on :class:`lightning_modules.stylegan2_ada.StyleGAN2ADAModule` (genforce
   back in the phase's ``fake`` record;
 - ``gmain_loss`` adds ``G/align`` = Σ_l w_l · L_l (Sec. 3.2): GradCAM of D on the fakes at blocks b8/b16/b32,
   read from the taps of the ``gmain.fake`` pass and computed with ``torch.autograd.grad`` (no hooks, no state);
-- the disequilibrium indicator (``metrics.disequilibrium``) is measured during training and logged as
-  ``metrics/DI``; heatmap and CAM grids are written as PNG and sent to the loggers with ``log_image``.
+- the disequilibrium indicator (``metrics.disequilibrium``) is monitored during training on the reals of the batch
+  D was just updated on and logged as ``di_trainbatch/DI`` (with ``di_trainbatch/D_real`` and ``D_fake``): an
+  optimistic running estimate, not the paper-style number, which ``experiments/evaluate.py --di`` measures on
+  held-out reals with fixed networks (``metrics.disequilibrium.evaluate_dataset_di``); heatmap and CAM grids are
+  written as PNG and sent to the loggers with ``log_image``.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ log = logging.getLogger(__name__)
 
 LEVEL_RES = {"b8": 8, "b16": 16, "b32": 32}  # D block whose output (4², 8², 16²) is GradCAM'd
 CAM_RELU = ("per_channel", "after_sum")
+# Log prefix of the training-time DI: measured on the reals of the batch D was just updated on.
+DI_TRAIN = "di_trainbatch"
 
 
 @dataclasses.dataclass
@@ -56,8 +61,9 @@ class EqGANConfig:
 
 @dataclasses.dataclass
 class DIConfig:
-    """``model.di``: training-time disequilibrium indicator [X]: ``enabled``, ``every_kimg`` (log window),
-    ``interval`` (measure every k iterations), ``generator`` (``train`` | ``ema``), ``augment``."""
+    """``model.di``: the training-time DI monitor [X] (reals = the batch D was just updated on): ``enabled``,
+    ``every_kimg`` (log window), ``interval`` (measure every k iterations), ``generator`` (``train`` | ``ema``),
+    ``augment``."""
 
     enabled: bool = True
     every_kimg: float = 4.0
@@ -241,7 +247,8 @@ class EqGANModule(StyleGAN2ADAModule):
 
     # ------------------------------------------------------------------------------------------ DI
     def after_phase(self, phase: Phase, out: PhaseOutput) -> None:
-        """After the D step, measure D on pure-real and pure-fake batches for the DI (metrics.md)."""
+        """After the D step, score the reals D was just updated on and fresh fakes (pure batches, D in eval mode)
+        for the training-time DI monitor."""
         cfg = self.di_cfg
         if phase.name != "Dmain" or not cfg.enabled or self.progress.iteration % cfg.interval != 0:
             return
@@ -265,7 +272,7 @@ class EqGANModule(StyleGAN2ADAModule):
             self.D.train(mode)
 
     def after_iteration(self) -> None:
-        """Every ``di.every_kimg``: log ``metrics/DI`` (and the two means) over the window, then reset."""
+        """Every ``di.every_kimg``: log ``di_trainbatch/DI`` (and the two means) over the window, then reset."""
         super().after_iteration()
         if not self.di_cfg.enabled or self.progress.kimg < self._next_di_kimg or self._di_measured == 0:
             return
@@ -275,7 +282,7 @@ class EqGANModule(StyleGAN2ADAModule):
         self._di_measured = 0
         self._next_di_kimg = self.progress.kimg + self.di_cfg.every_kimg
         self.log_dict(
-            {"metrics/DI": di.float(), "metrics/DI_real": real.float(), "metrics/DI_fake": fake.float()},
+            {f"{DI_TRAIN}/DI": di.float(), f"{DI_TRAIN}/D_real": real.float(), f"{DI_TRAIN}/D_fake": fake.float()},
             batch_size=self.global_batch,
         )
 

@@ -4,11 +4,15 @@ A pretrained StyleGAN2 G and D stay frozen (eval mode, no gradients); only the a
 (``networks.genda.AttributeAdaptor``, between W and the synthesis network) and the attribute classifier (a
 head on D's features) are trained. Two phases per iteration on the base engine (choices [X], no official code):
 
-1. ``classifier``: softplus(-h(f(x_ref))) + softplus(h(f(G(A(w_β))))), only h is updated;
-2. ``adaptor``: softplus(-h(f(G(A(w_β))))) (+ ``adaptor_l2`` (||a-1||² + ||b||²)), only (a, b) are updated;
+1. ``classifier``: softplus(-h(f(T(x_ref)))) + softplus(h(f(T(G(A(w_β)))))), only h is updated;
+2. ``adaptor``: softplus(-h(f(T(G(A(w_β)))))) (+ ``adaptor_l2`` (||a-1||² + ||b||²)), only (a, b) are updated;
 
-where f is a tap of the frozen D, x_ref the augmented reference and w_β = w̄ + β(w − w̄) the diversity
-constraint (``train_truncation`` β, training only; grids use ``eval_truncation``, metrics their protocol's psi).
+where f is a per-sample tap of the frozen D (``classifier.feature``, default the pooled ``b8`` block output: a
+reference batch is copies of one image, so a feature after D's minibatch-std layer would let h separate reference
+from fakes by batch spread alone), T the same light augmentation for the reference (applied by the one-shot
+datamodule) and the fakes (``fake_augment``, applied here with the datamodule's function), and
+w_β = w̄ + β(w − w̄) the diversity constraint (``train_truncation`` β, training only; grids use
+``eval_truncation``, metrics their protocol's psi).
 
 The module is a :class:`~lightning_modules.gan.GANModule` with these two phases (run state, seeding,
 ``init_from``, checkpoints, ``total_kimg``, logging and grids are the base's); it takes none of StyleGAN2's
@@ -18,6 +22,7 @@ loss keys. ``G_ema`` is the ``AdaptedGenerator`` (the frozen G behind the adapto
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -25,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from datamodules.one_shot import augment_batch
+from lightning_modules.config import check_range, parse_block
 from lightning_modules.gan import GANModule, RealBatch
 from lightning_modules.phases import OptimizerSpec, Phase, PhaseOutput
 from networks.checkpoint import BundlePart
@@ -37,6 +44,20 @@ DEMO_HINT = (
     "for genda_demo, train the embedded demo generator first: `make train` (python experiments/train.py "
     "experiment=demo) writes logs/demo/seed0/checkpoints/last.ckpt; or pass model.init_from=<file>"
 )
+
+
+@dataclasses.dataclass
+class FakeAugmentConfig:
+    """``model.fake_augment``: the reference's light augmentation (x-flip, integer translation up to ``translate``
+    of the size, reflect padding) also on the fakes before D [D]; ``enabled: false`` = reference only (ablation).
+    ``conf/model/genda.yaml`` ties ``hflip``/``translate`` to ``data.hflip``/``data.translate``."""
+
+    enabled: bool = True
+    hflip: bool = True
+    translate: float = 0.0625
+
+    def __post_init__(self):
+        check_range("model.fake_augment.translate", self.translate, 0, 0.5)
 
 
 def mean_pairwise_distance(img: torch.Tensor) -> torch.Tensor:
@@ -53,6 +74,7 @@ class GenDAModule(GANModule):
         adaptor: kwargs of ``AttributeAdaptor.for_generator`` (``granularity: shared | per_layer``).
         classifier: kwargs of ``AttributeClassifier.for_discriminator`` (``feature``, ``depth``,
             ``hidden_features``).
+        fake_augment: :class:`FakeAugmentConfig`.
         train_truncation: β of the diversity constraint during adaptation; eval_truncation: psi of the grids.
         adaptor_l2: weight of the L2 pull of (a, b) towards the identity.
         lr, betas, eps: Adam of both heads; adaptor_lr / classifier_lr override lr.
@@ -67,6 +89,7 @@ class GenDAModule(GANModule):
         discriminator: nn.Module,
         adaptor: dict | None = None,
         classifier: dict | None = None,
+        fake_augment: dict | None = None,
         train_truncation: float = 0.7,
         eval_truncation: float = 1.0,
         adaptor_l2: float = 0.0,
@@ -107,6 +130,7 @@ class GenDAModule(GANModule):
             sample_truncation_psi=eval_truncation,
             init_from=init_from,
         )
+        self.fake_augment = parse_block("model.fake_augment", FakeAugmentConfig, fake_augment)
         self.G.requires_grad_(False).eval()
         self.D.requires_grad_(False).eval()
         self.G_ema = AdaptedGenerator(self.G, AttributeAdaptor.for_generator(self.G, **dict(adaptor or {})))
@@ -163,16 +187,23 @@ class GenDAModule(GANModule):
         psi = hp.train_truncation if training else hp.eval_truncation
         return self.G_ema(z, c, truncation_psi=psi, noise_mode="random" if training else "const")
 
+    def augment_fakes(self, img: torch.Tensor) -> torch.Tensor:
+        """T(fakes): the reference's augmentation (``datamodules.one_shot.augment_batch``), differentiable."""
+        cfg = self.fake_augment
+        if not cfg.enabled:
+            return img
+        return augment_batch(img, cfg.hflip, cfg.translate)
+
     def features(self, img: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """f(img): the classifier's tap of the frozen D."""
         return discriminator_features(self.D, img, c, self.classifier.feature)
 
     def classifier_loss(self, real: RealBatch) -> PhaseOutput:
-        """softplus(-h(f(x_ref))) + softplus(h(f(G(A(w_β))))); G, D and A get no gradient."""
+        """softplus(-h(f(T(x_ref)))) + softplus(h(f(T(G(A(w_β)))))); G, D and A get no gradient."""
         n = len(real)
         c = real.c[:n]
         with torch.no_grad():
-            fake = self.synthesize(self.sample_z(n), c, training=True)
+            fake = self.augment_fakes(self.synthesize(self.sample_z(n), c, training=True))
             fake_feats = self.features(fake, c)
             real_feats = self.features(real.img, real.c)
         real_logits = self.classifier(real_feats)
@@ -184,10 +215,11 @@ class GenDAModule(GANModule):
         return PhaseOutput(terms)
 
     def adaptor_loss(self, real: RealBatch) -> PhaseOutput:
-        """softplus(-h(f(G(A(w_β))))) (+ adaptor_l2 · ||(a, b) - identity||²)."""
+        """softplus(-h(f(T(G(A(w_β)))))) (+ adaptor_l2 · ||(a, b) - identity||²)."""
         n = len(real)
         c = real.c[:n]
-        logits = self.classifier(self.features(self.synthesize(self.sample_z(n), c, training=True), c))
+        fake = self.augment_fakes(self.synthesize(self.sample_z(n), c, training=True))
+        logits = self.classifier(self.features(fake, c))
         self.stats.report("scores/fake", logits)
         terms = {"G/adv": F.softplus(-logits).mean()}
         if self.hparams.adaptor_l2 > 0:

@@ -1,7 +1,7 @@
-"""InsGen (Yang et al., NeurIPS 2021, arXiv 2109.06590): StyleGAN2-ADA + instance discrimination.
+"""InsGen (Yang et al., NeurIPS 2021, arXiv 2106.04566): StyleGAN2-ADA + instance discrimination.
 
 What the paper adds to :class:`~lightning_modules.stylegan2_ada.StyleGAN2ADAModule`, and nothing else (arXiv
-2109.06590 Sec. 3; genforce/insgen ``training/loss.py``, ``training/training_loop.py``):
+2106.04566 Sec. 3; genforce/insgen ``training/loss.py``, ``training/training_loop.py``):
 
 - ``D_ema``: a momentum copy of D (m = 0.999), updated once per iteration before the phases, no gradients;
 - ``DHead`` / ``GHead``: :class:`~networks.insgen_heads.ContrastiveHead` (query MLP, momentum MLP, queue) for
@@ -130,7 +130,7 @@ class InsGenModule(StyleGAN2ADAModule):
         if augment_pipe is None:
             raise ValueError(
                 "model.augment_pipe is null: InsGen needs the ADA pipe (its contrastive views are two draws "
-                "of the pipe, arXiv 2109.06590 Sec. 3.2)"
+                "of the pipe, arXiv 2106.04566 Sec. 3.2)"
             )
         super().__init__(generator, discriminator, augment_pipe=augment_pipe, **kwargs)
         self.cfg = cfg = parse_block("model.insgen", InsGenConfig, insgen)

@@ -1,9 +1,12 @@
-"""Disequilibrium indicator (DI) of EqGAN-SA (Wang et al. 2022, table of eqgan_sa.md §7), metrics.md §7.
+"""Disequilibrium indicator (DI) of EqGAN-SA (Wang et al., CVPR 2022, arXiv 2112.00718; the FID/DI ablation table
+of the project page, genforce/eqgan-sa ``docs/assets/quan.png``).
 
-DI is reported in the paper but **not implemented in the released code** [C]. Suite definition, unverified [M]:
-DI = E_x[D(x)] − E_z[D(G(z))] on D's raw logits (the paper's values > 1 rule out probabilities). Positive when D
-separates reals from fakes; ≈ 0 for a freshly initialised D. The protocol (sample count, which G, augmentation,
-when) is an open choice [X]: see :func:`evaluate_di` and docs/eqgan_sa.md.
+DI is reported in the paper but **not implemented in the released code** (genforce/eqgan-sa has no DI code).
+Suite definition, unverified [M]: DI = E_x[D(x)] − E_z[D(G(z))] on D's raw logits (the paper's values > 1 rule out
+probabilities). Positive when D separates reals from fakes; ≈ 0 for a freshly initialised D. The protocol (sample
+count, which G, augmentation, which reals) is an open choice [X]: :func:`evaluate_dataset_di` is the paper-style
+measurement (fixed networks, reals drawn from a given, ideally held-out, set); the training-time monitor of
+``lightning_modules.eqgan_sa`` scores the reals D was just updated on and is optimistic.
 """
 
 from __future__ import annotations
@@ -67,10 +70,11 @@ def evaluate_di(
     seed: int = 0,
     G_kwargs: dict | None = None,
 ) -> dict[str, float]:
-    """DI protocol of metrics.md §7 [X]: ``n_samples`` reals and as many fakes, pure batches, D in eval mode.
+    """DI protocol [X]: ``n_samples`` reals and as many fakes, pure batches, D and G in eval mode.
 
     ``reals`` yields uint8 images or ``(img, c)`` batches (cycled if shorter than ``n_samples``); fakes come from
-    ``G`` (the trained G by default in the suite, ``di.generator``) with seeded z and the real batch's labels;
+    ``G`` (the trained G by default in the suite, ``di.generator``) with the real batch's labels. Every random draw
+    (z, and G's own: EqGAN-SA heatmaps, noise) comes from ``seed`` without touching the caller's random state.
     ``augment`` (None = ``di.augment: false``) is applied to both sides. Returns DI and both means.
     """
     device = next(iter(D.parameters()), torch.empty(0)).device
@@ -79,26 +83,65 @@ def evaluate_di(
     d_mode, g_mode = D.training, G.training
     D.eval()
     G.eval()
+    devices = [device] if device.type == "cuda" else []
     try:
-        seen = 0
-        for batch in _cycle(reals):
-            img, c = (batch[0], batch[1]) if isinstance(batch, list | tuple) else (batch, None)
-            img = img[: min(batch_size, n_samples - seen)].to(device)
-            if img.dtype == torch.uint8:
-                img = img.to(torch.float32) / 127.5 - 1
-            n = img.shape[0]
-            c = c[:n].to(device=device, dtype=torch.float32) if c is not None else torch.zeros([n, 0], device=device)
-            z = torch.randn([n, G.z_dim], generator=gen).to(device)
-            fake = G(z, c, **(G_kwargs or {}))
-            if augment is not None:
-                img, fake = augment(img), augment(fake)
-            metric.update(D(img, c), real=True)
-            metric.update(D(fake, c), real=False)
-            seen += n
-            if seen >= n_samples:
-                break
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            seen = 0
+            for batch in _cycle(reals):
+                img, c = (batch[0], batch[1]) if isinstance(batch, list | tuple) else (batch, None)
+                img = img[: min(batch_size, n_samples - seen)].to(device)
+                if img.dtype == torch.uint8:
+                    img = img.to(torch.float32) / 127.5 - 1
+                n = img.shape[0]
+                c = torch.zeros([n, 0]) if c is None else c[:n]
+                c = c.to(device=device, dtype=torch.float32)
+                z = torch.randn([n, G.z_dim], generator=gen).to(device)
+                fake = G(z, c, **(G_kwargs or {}))
+                if augment is not None:
+                    img, fake = augment(img), augment(fake)
+                metric.update(D(img, c), real=True)
+                metric.update(D(fake, c), real=False)
+                seen += n
+                if seen >= n_samples:
+                    break
         real, fake = metric.means()
         return {"DI": float(real - fake), "D_real": float(real), "D_fake": float(fake), "n": seen}
     finally:
         D.train(d_mode)
         G.train(g_mode)
+
+
+def evaluate_dataset_di(
+    G: nn.Module,
+    D: nn.Module,
+    dataset,
+    n_samples: int = 10000,
+    batch_size: int = 32,
+    seed: int = 0,
+    reals: str = "",
+    generator: str = "G",
+) -> dict[str, Any]:
+    """The paper-style DI of fixed networks: ``n_samples`` distinct reals of ``dataset`` (a map-style dataset of
+    ``(uint8 image, label)``; pass a held-out set where one exists) in a seeded random order, as many fakes.
+
+    Returns ``{"name": "di", "results": {DI, D_real, D_fake}, "protocol": {...}}``, the record layout of
+    ``metrics.evaluation.evaluate_generator``; ``reals`` (the set's name) and ``generator`` (``G`` or ``G_ema``)
+    are recorded. Fewer images than ``n_samples``: each is used once and ``n`` says how many.
+    """
+    from torch.utils.data import DataLoader, Subset
+
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:n_samples]
+    loader = DataLoader(Subset(dataset, order.tolist()), batch_size=batch_size, shuffle=False)
+    n = min(n_samples, len(order))
+    out = evaluate_di(G, D, loader, n_samples=n, batch_size=batch_size, seed=seed)
+    protocol = {
+        "metric": "di",
+        "definition": "E[D(x)] - E[D(G(z))], raw logits, D and G in eval mode, pure batches, no augmentation",
+        "n_real": out["n"],
+        "n_fake": out["n"],
+        "reals": reals,
+        "generator": generator,
+        "seed": seed,
+    }
+    return {"name": "di", "results": {k: out[k] for k in ("DI", "D_real", "D_fake")}, "protocol": protocol}

@@ -1,17 +1,18 @@
 """EqGAN-SA generator pieces (Wang et al., CVPR 2022, arXiv 2112.00718): heatmaps, heatmap encoder, SEL.
 
-Spec ``eqgan_sa.md`` §2. Built on the StyleGAN2 generator of :mod:`networks.stylegan2` through its ``sel``
-extension point (no copy of the StyleGAN2 code):
+Follows genforce/eqgan-sa ``training/networks.py``, built on the StyleGAN2 generator of
+:mod:`networks.stylegan2` through its ``sel`` extension point (no copy of the StyleGAN2 code):
 
-- :class:`HeatmapSampler` draws the three heatmap levels of §2.1 (centres, widths) as :class:`HeatmapParams`;
-  :func:`render_heatmaps` turns them into maps ``{"b8": [N,1,R,R], "b16": [N,2,R,R], "b32": [N,4,R,R]}``.
-- :class:`SpatialSynthesisNetwork` is a ``SynthesisNetwork`` that owns the heatmap encoder (§2.2) and puts a
-  :class:`SpatialEncodingLayer` (§2.3) in every ``SynthesisLayer`` and ``ToRGBLayer``.
+- :class:`HeatmapSampler` draws the three heatmap levels (centres, widths; ``generate_heatmap_multi``) as
+  :class:`HeatmapParams`; :func:`render_heatmaps` turns them into maps
+  ``{"b8": [N,1,R,R], "b16": [N,2,R,R], "b32": [N,4,R,R]}``.
+- :class:`SpatialSynthesisNetwork` is a ``SynthesisNetwork`` that owns the heatmap encoder (``hm_conv*``) and
+  puts a :class:`SpatialEncodingLayer` (class ``SEL``) in every ``SynthesisLayer`` and ``ToRGBLayer``.
 - :class:`EqGANGenerator` is a ``Generator`` with ``use_sel`` on/off; off, it is the plain StyleGAN2
   generator (same parameters, same state-dict keys).
 
 ``G(z, c, spatial=...)`` / ``G.synthesis(ws, spatial=...)`` take ``spatial`` = None (heatmaps sampled per call,
-also at inference, §2.1), :class:`HeatmapParams` (e.g. with moved centres, for editing) or rendered maps.
+also at inference), :class:`HeatmapParams` (e.g. with moved centres, for editing) or rendered maps.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ class HeatmapParams:
 
 
 class HeatmapSampler:
-    """Multi-level heatmap parameters, spec §2.1 [C].
+    """Multi-level heatmap parameters (genforce/eqgan-sa ``training/networks.py`` ``generate_heatmap_multi``).
 
     L1 ("b8"): 1 centre c ~ N(0, centre_std²) per sample, clamped to ±centre_clamp; one width
     σ₁ ~ U(sigma1_range) per call. L2 ("b16"): 2 centres c + U(±offset2)², σ₂ = (U(0,1) + 0.1) / sigma2_div per
@@ -129,7 +130,8 @@ def heatmap_grid(resolution: int, device=None) -> torch.Tensor:
 
 
 def render_heatmaps(params: HeatmapParams, resolution: int, floor: float = 0.01) -> dict[str, torch.Tensor]:
-    """Maps exp(-‖p − c‖² / σ) + floor, one channel per centre: ``{level: [N, k, R, R]}`` (spec §2.1)."""
+    """Maps exp(-‖p − c‖² / σ) + floor, one channel per centre: ``{level: [N, k, R, R]}``
+    (``generate_heatmap_multi``)."""
     device = params.centres["b8"].device
     grid = heatmap_grid(resolution, device)  # [R, R, 2]
     maps = {}
@@ -142,9 +144,16 @@ def render_heatmaps(params: HeatmapParams, resolution: int, floor: float = 0.01)
 
 
 class SpatialEncodingLayer(nn.Module):
-    """SEL, spec §2.3: x + s·conv3×3(lrelu(IN(x)·(1 + γ(h)) + β(h))), h = encoded heatmap resized to x.
+    """SEL (arXiv 2112.00718 Sec. 3.1): x + s·conv3×3(lrelu(IN(x)·(1 + γ(f)) + β(f))), f = lrelu_conv3×3(h),
+    h = encoded heatmap resized to x (genforce/eqgan-sa ``training/networks.py`` class ``SEL``, lines 129-174).
 
-    ``resolution`` is the block resolution that picks the encoded map (4/8/16 → E1/E2/E3, ≥ 32 → E).
+    ``shared`` is one ``Conv2dLayer`` with built-in lrelu, i.e. the activation gain √2 of ``bias_act`` (the
+    original's ``Conv2dLayer(map_dim, nhidden, kernel_size=3, activation='lrelu')``, line 137-138). The layer runs
+    in fp32 whatever the block's dtype and returns the block's dtype: the original's encoded heatmap is fp32, so
+    its convolutions and the modulation promote to fp32 and ``SynthesisLayer`` casts the result back with
+    ``.to(x.dtype)`` (lines 231, 275); the instance norm here reads x in fp32 where the original reads the fp16
+    tensor (a rounding difference only). ``resolution`` is the block resolution that picks the encoded map
+    (4/8/16 → E1/E2/E3, ≥ 32 → E).
     """
 
     def __init__(
@@ -153,7 +162,7 @@ class SpatialEncodingLayer(nn.Module):
         super().__init__()
         self.resolution = resolution
         self.residual_scale = residual_scale
-        self.shared = nn.Sequential(Conv2dLayer(map_dim, hidden, kernel_size=3), nn.LeakyReLU(0.2))
+        self.shared = nn.Sequential(Conv2dLayer(map_dim, hidden, kernel_size=3, activation="lrelu"))
         self.sigma = Conv2dLayer(hidden, 1, kernel_size=3)
         self.mu = Conv2dLayer(hidden, 1, kernel_size=3)
         self.output = nn.Sequential(nn.LeakyReLU(0.2), Conv2dLayer(channels, channels, kernel_size=3))
@@ -164,23 +173,24 @@ class SpatialEncodingLayer(nn.Module):
                 "SpatialEncodingLayer: expected encoded heatmaps {block resolution: map} from "
                 f"SpatialSynthesisNetwork, got {type(spatial).__name__}"
             )
-        h = spatial[self.resolution].to(x.dtype)
+        x32 = x.to(torch.float32)
+        h = spatial[self.resolution].to(torch.float32)
         h = F.interpolate(h, size=x.shape[-2:], mode="bilinear", align_corners=True)
         f = self.shared(h)
         gamma, beta = self.sigma(f), self.mu(f)
-        y = F.instance_norm(x) * (1 + gamma) + beta
-        return x + self.residual_scale * self.output(y)
+        y = F.instance_norm(x32) * (1 + gamma) + beta
+        return (x32 + self.residual_scale * self.output(y)).to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"resolution={self.resolution}, residual_scale={self.residual_scale}"
 
 
 class SpatialSynthesisNetwork(SynthesisNetwork):
-    """StyleGAN2 synthesis + heatmap encoder (spec §2.2) + a SEL in every SynthesisLayer and ToRGB (§2.3).
+    """StyleGAN2 synthesis + heatmap encoder (``hm_conv*``) + a SEL in every SynthesisLayer and ToRGB.
 
     Args (besides ``SynthesisNetwork``'s): ``heatmap`` (kwargs of :class:`HeatmapSampler`),
     ``encoder_resolution`` (``"image"`` = faithful; an int renders and encodes heatmaps at that resolution,
-    cheaper for ≥ 512², spec §10), ``sel_residual_scale`` (0.1 [C]), ``sel_hidden`` (64 [C]).
+    cheaper for ≥ 512²), ``sel_residual_scale`` (0.1 [C]), ``sel_hidden`` (64 [C]).
     """
 
     def __init__(
@@ -229,7 +239,7 @@ class SpatialSynthesisNetwork(SynthesisNetwork):
         return self.sampler.sample(n, device=device, generator=generator)
 
     def encode(self, spatial, n: int, device) -> dict[int, torch.Tensor]:
-        """Heatmaps (None → sampled, HeatmapParams or rendered maps) → ``{block res: encoded map}`` (§2.2)."""
+        """Heatmaps (None → sampled, HeatmapParams or rendered maps) → ``{block res: encoded map}``."""
         if spatial is None:
             spatial = self.sample_heatmaps(n, device)
         if isinstance(spatial, HeatmapParams):
@@ -255,7 +265,7 @@ class SpatialSynthesisNetwork(SynthesisNetwork):
 
 
 class EqGANGenerator(Generator):
-    """StyleGAN2 generator with EqGAN-SA's spatial awareness as an option (spec §2, §10).
+    """StyleGAN2 generator with EqGAN-SA's spatial awareness as an option (arXiv 2112.00718 Sec. 3).
 
     ``use_sel=False`` gives exactly ``networks.stylegan2.Generator`` (no encoder, no SEL: nothing unused
     under DDP). ``use_sel=True`` swaps in :class:`SpatialSynthesisNetwork` with ``sel_kwargs``

@@ -7,8 +7,11 @@ arguments:
   ``granularity`` ``shared`` (one (a, b) for every layer, 2·w_dim parameters) or ``per_layer`` (one per ws
   entry, W+, 2·num_ws·w_dim parameters).
 - ``AttributeClassifier``: a small head (``depth`` fully connected layers) on features of the frozen
-  discriminator: ``epilogue_fc`` (the output of D's epilogue FC, before ``out``) or ``b<res>`` (the output of
-  block ``b<res>``, averaged over space); one logit, reference (positive) vs adapted syntheses (negative).
+  discriminator; one logit, reference (positive) vs adapted syntheses (negative). Features: ``b<res>`` (the
+  output of block ``b<res>``, averaged over space; default ``b8``, the 4x4 input of D's epilogue) is computed per
+  sample. ``epilogue_fc`` (the output of D's epilogue FC, before ``out``) comes after the minibatch-std layer,
+  which mixes the samples of a group: a reference batch is copies of one image (zero spread), so a classifier on
+  it can tell reference from fakes by the batch spread alone; kept as an ablation.
 - ``AdaptedGenerator``: the frozen source generator behind the adaptor, with the ``Generator`` call API, so
   sample grids, metrics, ``generate.py`` and ``evaluate.py`` treat the adapted domain like any generator.
 
@@ -28,7 +31,7 @@ GRANULARITIES = ("shared", "per_layer")
 
 
 class AttributeAdaptor(nn.Module):
-    """w' = a ⊙ w + b (spec §2) on ws [N, num_ws, w_dim]; ``scale`` = a and ``bias`` = b, [rows, w_dim]."""
+    """w' = a ⊙ w + b (arXiv 2111.09876 Sec. 3) on ws [N, num_ws, w_dim]; ``scale`` = a, ``bias`` = b, [rows, w_dim]."""
 
     def __init__(self, w_dim: int, num_ws: int, granularity: str = "shared"):
         if granularity not in GRANULARITIES:
@@ -50,7 +53,7 @@ class AttributeAdaptor(nn.Module):
         return ws * self.scale + self.bias
 
     def deviation(self) -> torch.Tensor:
-        """||a - 1||² + ||b||²: the optional L2 pull towards the identity (spec §3, ``adaptor_l2``)."""
+        """||a - 1||² + ||b||²: the optional L2 pull towards the identity (``adaptor_l2``, a suite choice)."""
         return (self.scale - 1).square().sum() + self.bias.square().sum()
 
     def extra_repr(self) -> str:
@@ -58,7 +61,7 @@ class AttributeAdaptor(nn.Module):
 
 
 def feature_dim(D: Discriminator, feature: str) -> int:
-    """Width of the D feature ``feature`` (``epilogue_fc`` or ``b<res>``)."""
+    """Width of the D feature ``feature`` (``b<res>`` or ``epilogue_fc``)."""
     check_feature(D, feature)
     if feature == "epilogue_fc":
         return int(D.b4.in_channels)
@@ -76,19 +79,19 @@ def check_feature(D: Discriminator, feature: str) -> None:
 
 def discriminator_features(D: Discriminator, img: torch.Tensor, c: torch.Tensor | None, feature: str):
     """Features [N, F] of the (frozen) discriminator for the attribute classifier: the ``feature`` tap, block
-    outputs averaged over space."""
+    outputs averaged over space (per sample); ``epilogue_fc`` depends on the batch through minibatch-std."""
     check_feature(D, feature)
     tapped = D.features(img, c, [feature])[feature]
     return tapped if feature == "epilogue_fc" else tapped.float().mean(dim=[2, 3])
 
 
 class AttributeClassifier(nn.Module):
-    """Head on frozen-D features -> one logit (spec §2): ``depth`` FC layers, lrelu between them."""
+    """Head on frozen-D features -> one logit (arXiv 2111.09876 Sec. 3): ``depth`` FC layers, lrelu between them."""
 
     def __init__(
         self,
         in_features: int,
-        feature: str = "epilogue_fc",
+        feature: str = "b8",
         depth: int = 1,
         hidden_features: int | None = None,
     ):
@@ -110,7 +113,7 @@ class AttributeClassifier(nn.Module):
     def for_discriminator(
         cls,
         D: Discriminator,
-        feature: str = "epilogue_fc",
+        feature: str = "b8",
         depth: int = 1,
         hidden_features: int | None = None,
     ) -> AttributeClassifier:
@@ -128,7 +131,7 @@ class AttributeClassifier(nn.Module):
 
 
 class AdaptedGenerator(nn.Module):
-    """G_adapted(z, c) = synthesis(A(trunc(mapping(z, c)))) with the ``Generator`` API (spec §2).
+    """G_adapted(z, c) = synthesis(A(trunc(mapping(z, c)))) with the ``Generator`` API.
 
     ``generator`` / ``adaptor``: modules (shared, not copied) or their ``init_kwargs`` (rebuilt, as
     ``networks.checkpoint`` does). Truncation acts in the source W space, before the adaptor: that is the

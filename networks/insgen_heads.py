@@ -1,4 +1,4 @@
-"""InsGen contrastive heads (Yang et al., NeurIPS 2021, arXiv 2109.06590, Sec. 3.2): MoCo-style projections + queue.
+"""InsGen contrastive heads (Yang et al., NeurIPS 2021, arXiv 2106.04566, Sec. 3.2): MoCo-style projections + queue.
 
 A :class:`ContrastiveHead` holds the query MLP ``h`` (``mlp``: in -> hidden -> ReLU -> out), its momentum copy
 ``h̄`` (``momentum_mlp``, no gradients), a FIFO queue of ``queue_size`` L2-normalised keys (stored as columns,

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from lightning_modules.config import ConfigError
 from lightning_modules.eqgan_sa import (
     EqGANModule,
     gradcam,
@@ -23,7 +24,6 @@ from lightning_modules.eqgan_sa import (
 )
 from metrics.disequilibrium import DisequilibriumIndicator, evaluate_di
 from networks.eqgan_sa import EqGANGenerator
-from lightning_modules.config import ConfigError
 from tests.lightning_modules.gan_helpers import RES, random_batch, tiny_datamodule, tiny_networks, tiny_trainer
 
 
@@ -189,7 +189,8 @@ def test_short_training_run_logs_di_align_and_cam_images(tmp_path):
     assert module.progress.seen_img == 6
     with open(tmp_path / "csv" / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
-    di = [float(r["metrics/DI"]) for r in rows if r.get("metrics/DI")]
+    assert not any(k.startswith("metrics/DI") for k in rows[0]), "the training-time DI is not the paper's metric"
+    di = [float(r["di_trainbatch/DI"]) for r in rows if r.get("di_trainbatch/DI")]
     align = [float(r["loss/G/align"]) for r in rows if r.get("loss/G/align")]
     assert len(di) == 3 and all(math.isfinite(v) for v in di)
     assert len(align) == 3 and all(v > 0 for v in align)
@@ -202,3 +203,30 @@ def test_short_training_run_logs_di_align_and_cam_images(tmp_path):
     assert heat.max() == 255 or heat.max() > 200  # the b8 heatmap peaks near 1.01 -> white
     assert (tmp_path / "samples" / "fakes000000.png").is_file()
     assert module.G.synthesis.hm_conv0_b8.weight.grad is not None
+
+
+def test_paper_style_di_through_the_evaluation_entry_point(tmp_path):
+    """``evaluate.py --di``: fixed G and D of a checkpoint, seeded distinct reals of the given (held-out) set, every
+    draw seeded (z, heatmaps, noise): the record equals evaluate_dataset_di and a second run repeats it."""
+    from datamodules.embedded import EmbeddedImageDataset
+    from experiments.evaluate import main
+    from metrics.disequilibrium import evaluate_dataset_di
+    from networks.checkpoint import save_networks
+
+    torch.manual_seed(0)
+    module = tiny_eqgan_module()
+    net = tmp_path / "eqgan.pt"
+    save_networks(net, {"G": module.G, "D": module.D, "G_ema": module.G_ema})
+    out = tmp_path / "metrics.jsonl"
+    argv = ["--network", str(net), "--metrics", "", "--data", "embedded:faces", "--di", "6", "--batch", "4"]
+    first = main([*argv, "--out", str(out)])
+    again = main([*argv, "--out", str(tmp_path / "again.jsonl")])
+    assert [r["name"] for r in first] == ["di"] and first[0]["results"] == again[0]["results"]
+    record = first[0]["protocol"]
+    assert record["reals"] == "embedded:faces" and record["n_real"] == 6 and record["generator"] == "G"
+    reals = EmbeddedImageDataset("faces", resolution=RES)
+    direct = evaluate_dataset_di(module.G, module.D, reals, n_samples=6, batch_size=4)
+    for key in ("DI", "D_real", "D_fake"):
+        assert first[0]["results"][key] == pytest.approx(direct["results"][key], rel=1e-5, abs=1e-6)
+    assert first[0]["results"]["DI"] == pytest.approx(direct["results"]["D_real"] - direct["results"]["D_fake"])
+    assert out.read_text().count('"name": "di"') == 1

@@ -250,7 +250,9 @@ def test_toy_method_with_an_extra_phase_and_tap_trains_and_resumes_exactly(tmp_p
         module = tiny_module(cls=ToyMethod, total_kimg=kimg)
         callbacks = [KimgCheckpoint(str(tmp_path / name / "ckpt"), every_kimg=100)]
         ckpt_path = str(tmp_path / ckpt / "ckpt" / "last.ckpt") if ckpt else None
-        tiny_trainer(tmp_path / name, callbacks=callbacks).fit(module, datamodule=tiny_datamodule(), ckpt_path=ckpt_path)
+        tiny_trainer(tmp_path / name, callbacks=callbacks).fit(
+            module, datamodule=tiny_datamodule(), ckpt_path=ckpt_path
+        )
         runs[name] = module
     assert [p.name for p in runs["full"].phases] == ["Gmain", "Greg", "Dmain", "Dreg", "Dtoy"]
     assert runs["full"].progress.iteration == 4

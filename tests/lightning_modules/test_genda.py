@@ -187,3 +187,32 @@ def test_missing_or_mismatched_pretrained_file_is_explained(source_file, tmp_pat
     save_networks(tmp_path / "other.pt", {"G": wide, "D": D})
     with pytest.raises(ValueError, match=r"network 'G' does not match.*w_dim: 16 here vs 8 in the file"):
         module.load_init(str(tmp_path / "other.pt"))
+
+
+def test_fakes_get_the_reference_augmentation_before_d(source_file, monkeypatch):
+    """Both phases show D flipped fakes as the datamodule shows it the flipped reference (``fake_augment``, tied to
+    data.hflip/translate in the configs); ``enabled: false`` keeps the fakes as synthesised (the ablation)."""
+    n = 16
+    real = random_batch(n)
+    for enabled in (True, False):
+        module = make_module(source_file, fake_augment={"enabled": enabled, "hflip": True, "translate": 0.0})
+        module.load_init(str(source_file))
+        seen = []
+
+        def record(img, c, seen=seen, width=module.classifier.in_features):
+            seen.append(img.detach())
+            return torch.zeros(len(img), width)
+
+        monkeypatch.setattr(module, "features", record)
+        for loss in (module.classifier_loss, module.adaptor_loss):
+            seen.clear()
+            torch.manual_seed(7)
+            loss(real)
+            torch.manual_seed(7)
+            with torch.no_grad():
+                fakes = module.synthesize(module.sample_z(n), real.c, training=True)
+            shown = seen[0]  # the fakes reach D first in both phases
+            same = [torch.equal(a, b) for a, b in zip(shown, fakes)]
+            mirrored = [torch.equal(a, b.flip(2)) for a, b in zip(shown, fakes)]
+            assert all(s or m for s, m in zip(same, mirrored)), loss.__name__
+            assert any(mirrored) == enabled and all(same) == (not enabled), loss.__name__

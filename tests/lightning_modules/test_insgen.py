@@ -7,10 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
+from torch import nn
 
-from lightning_modules.callbacks.checkpointing import KimgCheckpoint
 from lightning_modules import contrastive
+from lightning_modules.callbacks.checkpointing import KimgCheckpoint
 from lightning_modules.config import ConfigError, parse_block
+from lightning_modules.gan import RealBatch
 from lightning_modules.insgen import InsGenConfig, InsGenModule, default_queue_size
 from networks.checkpoint import save_networks
 from tests.lightning_modules.gan_helpers import random_batch, tiny_datamodule, tiny_module, tiny_networks, tiny_trainer
@@ -276,6 +279,8 @@ def test_config_errors_name_the_key_and_queue_rule():
 
 def test_experiment_configs_compose_with_root_config():
     from hydra import compose, initialize_config_dir
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import OmegaConf
 
     names = sorted(p.stem for p in (CONF / "experiment").glob("insgen_*.yaml"))
@@ -295,6 +300,181 @@ def test_experiment_configs_compose_with_root_config():
             return_hydra_config=True,
         )
         params = OmegaConf.to_container(cfg.hydra.sweeper.params)
-        for key in ("queue.fraction", "delta_sigma", "lambda_real", "lambda_fake", "lambda_g"):
-            assert any(key in p for p in params), f"ablation sweeps no {key}"
+        jobs = BasicSweeper.split_arguments(
+            OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()]), None
+        )[0]
+        assert len({tuple(job) for job in jobs}) == len(jobs) == 54
+        pairs = {}  # one composed job per (lambda_fake, lambda_g) setting: the dict override merges into the block
+        for job in jobs:
+            insgen = dict(o.split("=", 1) for o in job)["model.insgen"]
+            if insgen not in pairs:
+                block = compose("train", overrides=["experiment=insgen_demo", *job]).model.insgen
+                assert (
+                    block.tau == 0.2
+                    and str(block.delta_sigma) == dict(o.split("=", 1) for o in job)["model.insgen.delta_sigma"]
+                )
+                pairs[insgen] = (block.lambda_fake, block.lambda_g)
+        assert sorted(pairs.values()) == [(0.0, 0.0), (1.0, 0.0), (1.0, 0.1)], "no lambda_g > 0 without the fake queue"
+        for key in ("queue.fraction", "delta_sigma", "lambda_real"):
+            assert f"model.insgen.{key}" in params, f"ablation sweeps no {key}"
         assert cfg.logger.wandb.group == "insgen_demo_ablation"
+
+
+def test_init_from_an_original_insgen_snapshot_restores_d_ema_heads_and_queues(tmp_path, monkeypatch):
+    """A genforce/insgen training-loop pickle (plain torch.nn MLPs inside the CLHeads) starts a run with its D_ema,
+    heads and queues (queue pointer included): the first Dmain writes the batch's keys at the pickled pointer."""
+    from tests.networks.original_pickles import head, insgen_snapshot, write_original_pickle
+
+    torch.manual_seed(5)
+    G, D = tiny_networks()
+    D_ema = tiny_networks()[1]
+    DHead, GHead = head(6, 2), head(6, 3)  # pointer 3, K = 6 = this run's queue size
+    path = tmp_path / "network-snapshot-000200.pkl"
+    write_original_pickle(path, insgen_snapshot(G, D, D_ema, DHead, GHead), monkeypatch)
+    module = tiny_insgen(init_from=str(path), total_kimg=0.004)
+    module.load_init(str(path))
+    parts = module.init_record["parts"]
+    assert parts["D_ema"] == "file:D_ema" and parts["DHead"] == "file:DHead" and parts["GHead"] == "file:GHead"
+    assert torch.equal(flat(module.D_ema), flat(D_ema)) and torch.equal(flat(module.D), flat(D))
+    assert torch.equal(flat(module.DHead), flat(DHead)) and torch.equal(flat(module.GHead), flat(GHead))
+    tiny_trainer(tmp_path / "run").fit(module, datamodule=tiny_datamodule())
+    assert module.progress.iteration == 1 and module.init_record["source"] == str(path)
+    for ours, theirs in ((module.DHead, DHead), (module.GHead, GHead)):
+        assert int(ours.queue_ptr) == (3 + 4) % 6
+        kept = [1, 2]  # columns 3, 4, 5, 0 were overwritten by the 4 new keys
+        assert torch.equal(ours.queue[:, kept], theirs.queue[:, kept])
+        assert not torch.equal(ours.queue[:, [3, 4, 5, 0]], theirs.queue[:, [3, 4, 5, 0]])
+
+
+class _TapD(nn.Module):
+    """A tiny D with the tap API the module uses (``D(img, c, taps)``, ``D.features``): conv -> 4x4 ``b8`` -> logit."""
+
+    def __init__(self, channels: int = 8):
+        super().__init__()
+        self.conv = nn.Conv2d(3, channels, 3, padding=1)
+        self.out = nn.Linear(channels * 16, 1)
+        self.b4 = nn.Module()
+        self.b4.in_channels = channels
+
+    def features(self, img, c, taps):
+        return {"b8": F.adaptive_avg_pool2d(F.leaky_relu(self.conv(img), 0.2), 4)}
+
+    def forward(self, img, c, taps=()):
+        b8 = self.features(img, c, ["b8"])["b8"]
+        logits = self.out(b8.flatten(1))
+        return (logits, {"b8": b8}) if taps else logits
+
+
+class _LinearG(nn.Module):
+    """A tiny G with the mapping/synthesis API: z -> w (repeated) -> tanh(linear) image [N, 3, 8, 8]."""
+
+    z_dim, c_dim, w_dim, num_ws = 8, 0, 8, 2
+
+    def __init__(self):
+        super().__init__()
+        self.map = nn.Linear(8, 8)
+        self.syn = nn.Linear(8, 3 * 8 * 8)
+
+    def mapping(self, z, c, update_emas=False):
+        return self.map(z)[:, None].repeat(1, self.num_ws, 1)
+
+    def synthesis(self, ws, update_emas=False):
+        return torch.tanh(self.syn(ws[:, 0])).view(-1, 3, 8, 8)
+
+
+class _FlipJitter(nn.Module):
+    """A cheap per-sample augmentation with ADA's interface: x-flip and a brightness shift, each with probability p."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("p", torch.zeros([]))
+
+    def forward(self, img):
+        n = img.shape[0]
+        flip = torch.rand(n, 1, 1, 1) < self.p
+        img = torch.where(flip, img.flip(3), img)
+        shift = (torch.rand(n, 1, 1, 1) < self.p) * torch.randn(n, 1, 1, 1) * 0.5
+        return img + shift
+
+
+def _term_gradients(view: str, p: float, calls: int) -> dict[str, torch.Tensor]:
+    """[calls, n_params] gradients of each InfoNCE term, one fresh draw of everything per call (augmentations,
+    latents, delta, keys), networks, heads and queues fixed (no step, heads restored): the D terms w.r.t. D's
+    parameters the instance feature depends on, the G term w.r.t. G's (D is frozen in the G phase)."""
+    torch.manual_seed(0)
+    G, D = _LinearG(), _TapD()
+    module = InsGenModule(
+        G,
+        D,
+        augment_pipe=_FlipJitter(),
+        augment_p=p,
+        ada=None,
+        style_mixing_prob=0.0,
+        insgen={"query_view": view, "queue": {"real_size": 16, "fake_size": 16}},
+    )
+    wrt = {"D/real_id": list(D.conv.parameters()), "D/fake_id": list(D.conv.parameters()), "G/id": list(G.parameters())}
+    real = RealBatch(torch.rand(16, 3, 8, 8, generator=torch.Generator().manual_seed(1)) * 2 - 1, torch.zeros(16, 0))
+    heads = {name: {k: v.clone() for k, v in getattr(module, name).state_dict().items()} for name in ("DHead", "GHead")}
+    torch.manual_seed(123)
+    rows = {key: [] for key in wrt}
+    for _ in range(calls):
+        for name, state in heads.items():
+            getattr(module, name).load_state_dict(state)
+        terms = {**module.dmain_loss(real).terms, "G/id": module.gmain_loss(real).terms["G/id"]}
+        for key, params in wrt.items():
+            grads = torch.autograd.grad(terms[key], params, retain_graph=True)
+            rows[key].append(torch.cat([g.flatten() for g in grads]))
+    return {k: torch.stack(v) for k, v in rows.items()}
+
+
+def _mean_difference_over_noise(a: torch.Tensor, b: torch.Tensor) -> float:
+    """||mean(a) - mean(b)||^2 over its expectation when the means are equal, tr(Var a + Var b) / calls: about 1 for
+    equal means, much larger when they differ."""
+    noise = (a.var(dim=0).sum() + b.var(dim=0).sum()) / a.shape[0]
+    return float((a.mean(0) - b.mean(0)).square().sum() / noise)
+
+
+def test_query_views_give_the_same_expected_gradient_of_each_infonce_term_at_p_above_zero():
+    """At p = 0.5 the adversarial view shares the query's augmentation draw with the adversarial term, the separate
+    view draws it afresh: the expected gradient of each InfoNCE term is the same (statistic below 4 on 60 draws of
+    everything each; about 1 expected, 1.7 / 2.7 / 1.1 measured), while the same statistic tells p = 0.5 from p = 0
+    for the D terms (above 10; 59 and 77 measured; the G term's gradient moves too little with this augmentation to
+    be told apart at this sample size)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny ops: one thread is ~20x faster than two on a loaded machine
+    try:
+        calls = 60
+        adversarial = _term_gradients("adversarial", 0.5, calls)
+        separate = _term_gradients("separate", 0.5, calls)
+        no_augment = _term_gradients("separate", 0.0, calls)
+    finally:
+        torch.set_num_threads(threads)
+    for key in adversarial:
+        same = _mean_difference_over_noise(adversarial[key], separate[key])
+        assert same < 4.0, f"{key}: views differ in expectation ({same:.2f})"
+        if key.startswith("D/"):
+            control = _mean_difference_over_noise(separate[key], no_augment[key])
+            assert control > 10.0, f"{key}: the statistic cannot tell p = 0.5 from p = 0 ({control:.2f})"
+
+
+def test_paper_rows_use_the_original_query_views_and_have_matched_stylegan2_ada_rows():
+    """InsGen paper rows run the original's separate query passes and state the linear ADA ramp; each has a
+    StyleGAN2-ADA row on the same data (subset, flips), preset, length and FID protocol."""
+    from hydra import compose, initialize_config_dir
+
+    rows = ["ffhq256_2k", "ffhq256_10k", "ffhq256_140k", "afhq_cat512", "afhq_dog512", "afhq_wild512"]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        for row in rows:
+            ins = compose("train", overrides=[f"experiment=insgen_{row}"])
+            base = compose("train", overrides=[f"experiment=stylegan2_ada_{row}"])
+            assert ins.model.insgen.query_view == "separate", row
+            assert base.model._target_ == "lightning_modules.stylegan2_ada.StyleGAN2ADAModule", row
+            for key in ("path", "max_images", "xflip", "subset_seed", "resolution", "batch_size"):
+                assert ins.data[key] == base.data[key], (row, key)
+            for key in ("total_kimg", "r1_gamma", "lr", "ema_kimg", "style_mixing_prob", "pl_weight"):
+                assert ins.model[key] == base.model[key], (row, key)
+            assert ins.metrics == base.metrics, row
+        ramp_stated = ["ffhq256_2k", "afhq_cat512", "afhq_dog512", "afhq_wild512"]
+        for row in ramp_stated:
+            text = (CONF / "experiment" / f"insgen_{row}.yaml").read_text()
+            assert "ada_linear: false" in text and "README (l. 66)" in text, row

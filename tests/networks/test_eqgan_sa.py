@@ -105,19 +105,42 @@ def test_sel_keys_and_zero_output_conv_leave_generator_unchanged():
     torch.testing.assert_close(g(z, None, noise_mode="const"), ref)
 
 
+def _conv3x3(layer, x):
+    """A StyleGAN ``Conv2dLayer`` without activation, written out: equalised-lr weight, bias, padding 1."""
+    return torch.nn.functional.conv2d(x, layer.weight * layer.weight_gain, layer.bias, padding=1)
+
+
 def test_sel_layer_formula():
+    """The first conv has built-in lrelu, gain sqrt(2) (genforce/eqgan-sa training/networks.py, SEL.shared)."""
     torch.manual_seed(0)
     sel = SpatialEncodingLayer(channels=4, map_dim=32, resolution=8, hidden=8, residual_scale=0.1)
+    with torch.no_grad():
+        for p in sel.parameters():
+            if p.ndim == 1:
+                p.normal_()  # non-zero biases, so the bias and gain placement is checked too
     x = torch.randn(2, 4, 8, 8)
     enc = torch.randn(2, 32, 16, 16)
     h = torch.nn.functional.interpolate(enc, size=(8, 8), mode="bilinear", align_corners=True)
-    f = torch.nn.functional.leaky_relu(sel.shared[0](h), 0.2)
+    f = torch.nn.functional.leaky_relu(_conv3x3(sel.shared[0], h), 0.2) * math.sqrt(2)
     mu, sd = x.mean((2, 3), keepdim=True), x.var((2, 3), unbiased=False, keepdim=True).add(1e-5).sqrt()
-    y = (x - mu) / sd * (1 + sel.sigma(f)) + sel.mu(f)
-    expected = x + 0.1 * sel.output[1](torch.nn.functional.leaky_relu(y, 0.2))
+    y = (x - mu) / sd * (1 + _conv3x3(sel.sigma, f)) + _conv3x3(sel.mu, f)
+    expected = x + 0.1 * _conv3x3(sel.output[1], torch.nn.functional.leaky_relu(y, 0.2))
     torch.testing.assert_close(sel(x, {8: enc}), expected, rtol=1e-4, atol=1e-5)
+    assert len(sel.shared) == 1 and sel.shared[0].activation == "lrelu"  # state-dict key shared.0.* as the original
     with pytest.raises(ValueError, match="encoded heatmaps"):
         sel(x, None)
+
+
+def test_sel_computes_in_fp32_for_fp16_blocks():
+    """An fp16 block input gives the fp32 computation on the same values, rounded once at the end (the original's
+    SynthesisLayer: ``self.sel(x, heatmap).to(x.dtype)`` with an fp32 heatmap)."""
+    torch.manual_seed(0)
+    sel = SpatialEncodingLayer(channels=4, map_dim=32, resolution=8, hidden=8, residual_scale=0.1)
+    x16 = torch.randn(2, 4, 8, 8).to(torch.float16)
+    enc = {8: torch.randn(2, 32, 8, 8)}
+    out = sel(x16, enc)
+    assert out.dtype == torch.float16
+    assert torch.equal(out, sel(x16.float(), enc).to(torch.float16))
 
 
 def test_heatmaps_drive_the_image_and_checkpoint_round_trip(tmp_path):

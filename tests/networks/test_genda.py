@@ -112,3 +112,21 @@ def test_adapted_generator_round_trips_through_network_file(tmp_path):
         expect = AG(z, None, noise_mode="const")
         assert torch.equal(nets["G_ema"](z, None, noise_mode="const"), expect)
         assert not torch.equal(G(z, None, noise_mode="const"), expect)
+
+
+def test_default_classifier_output_of_a_sample_does_not_depend_on_the_rest_of_the_batch():
+    """The default feature (pooled b8) is per sample; epilogue_fc (the ablation) mixes the batch through
+    minibatch-std, so a batch of copies of one reference differs from a batch of distinct fakes by spread alone."""
+    _, D = _pretrained_tiny()
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(1, 3, 16, 16, generator=g)
+    diverse = torch.cat([x0, torch.randn(3, 3, 16, 16, generator=g)])
+    copies = x0.repeat(4, 1, 1, 1)  # how the one-shot reference arrives
+    default = AttributeClassifier.for_discriminator(D)
+    assert default.feature == "b8"
+    with torch.no_grad():
+        outs = [default(discriminator_features(D, batch, None, default.feature))[0] for batch in (diverse, copies)]
+        torch.testing.assert_close(outs[0], outs[1], rtol=1e-6, atol=1e-6)
+        ablation = AttributeClassifier.for_discriminator(D, feature="epilogue_fc")
+        outs = [ablation(discriminator_features(D, batch, None, "epilogue_fc"))[0] for batch in (diverse, copies)]
+    assert (outs[0] - outs[1]).abs().max() > 1e-3
