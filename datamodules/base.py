@@ -13,6 +13,7 @@ API (CONTRIBUTING "Shared pieces"):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import multiprocessing
@@ -117,29 +118,56 @@ class InfiniteSampler(DistributedSampler):
 
 
 class SkipCounter:
-    """Counts undecodable samples across DataLoader worker processes (shared-memory counter).
+    """Counts undecodable samples across DataLoader worker processes (shared memory).
 
-    Each skip is logged with the file name and reason (once per file per process). ``count`` is the total
-    seen by all processes of this counter.
+    ``count`` is the number of distinct files skipped by all processes of this counter: a file met again (next
+    epoch, another worker) counts once; ``events`` counts every skip. Files are told apart by a 64-bit hash in a
+    shared table of ``slots`` entries; past that many distinct files each further skip counts as new. Each skip
+    is logged with the file name and reason (once per file per process).
     """
+
+    slots = 4096
 
     def __init__(self, what: str = "dataset") -> None:
         self.what = what
         self._value = multiprocessing.Value("q", 0)
+        self._events = multiprocessing.RawValue("q", 0)  # guarded by _value's lock
+        self._table = multiprocessing.RawArray("Q", self.slots)
         self._logged: set[str] = set()
 
+    def _insert(self, name: str) -> bool:
+        """Add ``name``'s hash to the shared table (caller holds the lock); True when it was not there."""
+        key = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "little") or 1
+        n = len(self._table)
+        for i in range(n):
+            slot = (key + i) % n
+            if self._table[slot] == key:
+                return False
+            if self._table[slot] == 0:
+                self._table[slot] = key
+                return True
+        return True
+
     def skip(self, name: str, reason: str) -> None:
-        """Record one skipped sample."""
+        """Record one skip of the file ``name``."""
         with self._value.get_lock():
-            self._value.value += 1
+            self._events.value += 1
+            if self._insert(name):
+                self._value.value += 1
             total = self._value.value
         if name not in self._logged:
             self._logged.add(name)
-            log.warning("%s: skipped %r (%s); %d skipped so far", self.what, name, reason, total)
+            log.warning("%s: skipped %r (%s); %d files skipped so far", self.what, name, reason, total)
 
     @property
     def count(self) -> int:
+        """Distinct files skipped."""
         return int(self._value.value)
+
+    @property
+    def events(self) -> int:
+        """Skips, a file met twice counting twice."""
+        return int(self._events.value)
 
 
 def select_subset(num_items: int, max_images: int | None, seed: int) -> np.ndarray:
@@ -408,15 +436,14 @@ class GANDataModule(pl.LightningDataModule):
         )
 
     def _consumed(self) -> int:
-        """Global samples consumed so far: ``pl_module.seen_img`` if present, else batches x global batch.
-
-        Both counters are restored from the checkpoint on resume, so they count the whole run.
+        """Global samples consumed so far: the module's host-side ``progress.seen_img`` if it has one (GANs), else
+        batches x global batch. Both counters are restored from the checkpoint on resume, so they count the run.
         """
         if self.trainer is None:
             return self._resume_position
-        module = self.trainer.lightning_module
-        if hasattr(module, "seen_img"):
-            return int(module.seen_img)
+        progress = getattr(self.trainer.lightning_module, "progress", None)
+        if progress is not None:
+            return progress.seen_img
         return int(self.trainer.fit_loop.epoch_loop.batch_progress.total.processed) * self.batch_size
 
     def state_dict(self) -> dict[str, Any]:

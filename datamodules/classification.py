@@ -10,6 +10,8 @@ Formats:
   upsampled bilinearly to ``image_size`` and replicated to 3 channels; a seeded ``val_fraction`` split.
 
 Undecodable images and malformed CIFAR rows are skipped and counted (``datamodules.base.SkipCounter``).
+The CIFAR pickles are read with the restricted unpickler (``networks.converters.safe_pickle``): a file that
+references anything but dicts, lists, strings, bytes, numbers and numpy arrays is refused, never run.
 ``batch_size`` is the GLOBAL batch, divided with ``per_rank_batch_size`` in ``setup()``.
 """
 
@@ -27,6 +29,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.base import SkipCounter, per_rank_batch_size
+from networks.converters.safe_pickle import load_data_pickle
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
@@ -161,8 +164,10 @@ def read_cifar10(root: str | Path, train: bool, skips: SkipCounter) -> tuple[np.
     meta_path = root / "batches.meta"
     if not meta_path.is_file():
         raise FileNotFoundError(f"read_cifar10: {meta_path} not found (expected the python-pickle CIFAR-10 release)")
-    with open(meta_path, "rb") as f:
-        meta = pickle.load(f, encoding="latin1")
+    try:
+        meta = load_data_pickle(meta_path, encoding="latin1")
+    except (pickle.UnpicklingError, EOFError, ValueError, IndexError) as e:
+        raise ValueError(f"read_cifar10: {meta_path} is not a CIFAR-10 batches.meta pickle ({e})") from e
     names = meta.get("label_names") if isinstance(meta, dict) else None
     if not isinstance(names, list) or not names:
         raise ValueError(f"read_cifar10: {meta_path} lacks a non-empty 'label_names' list")
@@ -172,10 +177,9 @@ def read_cifar10(root: str | Path, train: bool, skips: SkipCounter) -> tuple[np.
         if not path.is_file():
             raise FileNotFoundError(f"read_cifar10: {path} not found")
         try:
-            with open(path, "rb") as f:
-                batch = pickle.load(f, encoding="bytes")
+            batch = load_data_pickle(path, encoding="bytes")
             data, labs = batch[b"data"], batch[b"labels"]
-        except (pickle.UnpicklingError, EOFError, KeyError, TypeError) as e:
+        except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, IndexError) as e:
             raise ValueError(f"read_cifar10: {path} is not a CIFAR-10 batch with b'data' and b'labels' ({e})") from e
         if len(data) != len(labs):
             raise ValueError(f"read_cifar10: {path} has {len(data)} images but {len(labs)} labels")

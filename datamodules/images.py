@@ -22,6 +22,7 @@ import numpy as np
 import PIL.Image
 
 from datamodules.base import GANDataModule, ImageDataset, labels_to_matrix
+from datamodules.side_files import side_file
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".pgm", ".tif", ".tiff")
 RESIZE_FILTERS = {
@@ -32,17 +33,34 @@ RESIZE_FILTERS = {
     "lanczos": PIL.Image.LANCZOS,
 }
 TRANSFORMS = ("none", "center-crop")
+GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N")
 
 
 def decode_image(data: bytes, num_channels: int | None = None) -> np.ndarray:
-    """Encoded bytes -> HWC uint8 (1 channel for grayscale sources unless ``num_channels`` says 3)."""
+    """Encoded bytes -> HWC uint8 with ``num_channels`` (1 or 3; None: 1 for grayscale sources, else 3).
+
+    16-bit grayscale (PIL modes ``I;16*`` and ``I``, e.g. 16-bit PNG) is scaled 0..65535 -> 0..255 (x / 257,
+    rounded) instead of PIL's clipping to 255, which turns most of such an image white.
+    """
+    if num_channels not in (None, 1, 3):
+        raise ValueError(f"num_channels must be 1 or 3, got {num_channels}")
     with PIL.Image.open(io.BytesIO(data)) as img:
         img.load()
         if num_channels is None:
-            num_channels = 1 if img.mode in ("L", "I", "I;16", "1") else 3
+            num_channels = 1 if img.mode in GRAY_MODES else 3
+        if img.mode == "I" or img.mode.startswith("I;16"):
+            wide = np.asarray(img).astype(np.float64)
+            arr = np.clip(np.round(wide / 257), 0, 255).astype(np.uint8)[:, :, None]
+            return arr if num_channels == 1 else np.repeat(arr, 3, axis=2)
         img = img.convert("L" if num_channels == 1 else "RGB")
         arr = np.asarray(img)
     return arr[:, :, None] if arr.ndim == 2 else arr
+
+
+def image_mode(data: bytes) -> str:
+    """PIL mode of an encoded image, from its header only (no pixel decoding)."""
+    with PIL.Image.open(io.BytesIO(data)) as img:
+        return img.mode
 
 
 def preprocess(img: np.ndarray, resolution: int, transform: str = "none", resize_filter: str = "lanczos"):
@@ -235,7 +253,9 @@ class ImageFolderDataset(ImageDataset):
 
     ``resolution=None`` takes the size of the first image (which must be square). Images of another size are
     brought to ``resolution`` with ``transform`` and ``resize_filter``; undecodable images are skipped,
-    counted and replaced by the next image.
+    counted and replaced by the next image. ``num_channels`` (1 or 3) converts every image; None takes the
+    first image's. The default ``max_images`` subset file goes next to the data, or under ``cache_dir`` when
+    that folder is read-only.
     """
 
     def __init__(
@@ -251,6 +271,7 @@ class ImageFolderDataset(ImageDataset):
         resize_filter: str = "lanczos",
         num_channels: int | None = None,
         name: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
     ) -> None:
         self.reader = open_reader(path)
         names = self.reader.names()
@@ -273,7 +294,7 @@ class ImageFolderDataset(ImageDataset):
                 resolution = min(first.shape[:2])
         labels = parse_labels(self.reader, names, use_labels)
         if subset_file is None and max_images is not None:
-            subset_file = default_subset_file(path, max_images, seed)
+            subset_file = default_subset_file(path, max_images, seed, cache_dir)
         super().__init__(
             name or Path(path).stem,
             names,
@@ -308,14 +329,21 @@ class ImageFolderDataset(ImageDataset):
         }
 
 
-def default_subset_file(path: str | os.PathLike, max_images: int, seed: int) -> Path:
-    """``<dataset>.subset<N>_seed<S>.json`` next to the dataset (folder, zip or LMDB dir)."""
+def default_subset_file(
+    path: str | os.PathLike, max_images: int, seed: int, cache_dir: str | os.PathLike | None = None
+) -> Path:
+    """``<dataset>.subset<N>_seed<S>.json`` next to the dataset (folder, zip or LMDB dir); when that folder is
+    read-only, under ``cache_dir`` (``datamodules.side_files``), else an error naming ``data.subset_file``."""
     p = Path(path)
-    return p.parent / f"{p.name}.subset{max_images}_seed{seed}.json"
+    return side_file(p.parent / f"{p.name}.subset{max_images}_seed{seed}.json", cache_dir, "data.subset_file")
 
 
 class ImageDataModule(GANDataModule):
-    """FFHQ / LSUN / AFHQ (any folder, zip or LMDB): ``batch_size`` is the GLOBAL batch."""
+    """FFHQ / LSUN / AFHQ (any folder, zip or LMDB): ``batch_size`` is the GLOBAL batch.
+
+    ``num_channels`` (1 or 3), when declared, is what every image is converted to; None takes the first
+    image's. ``cache_dir`` receives the subset file when the dataset's folder is read-only.
+    """
 
     def __init__(
         self,
@@ -335,6 +363,7 @@ class ImageDataModule(GANDataModule):
         pin_memory: bool = True,
         label_dim: int | None = None,
         num_channels: int | None = None,
+        cache_dir: str | None = None,
     ) -> None:
         super().__init__(
             batch_size,
@@ -351,7 +380,9 @@ class ImageDataModule(GANDataModule):
             transform=transform,
             resize_filter=resize_filter,
             name=name,
+            num_channels=num_channels,
         )
+        self.cache_dir = cache_dir
         self.xflip, self.max_images, self.subset_file = xflip, max_images, subset_file
         self.subset_seed = subset_seed
 
@@ -364,5 +395,6 @@ class ImageDataModule(GANDataModule):
             max_images=self.max_images,
             seed=self.subset_seed,
             subset_file=self.subset_file,
+            cache_dir=self.cache_dir,
             **self.kwargs,
         )

@@ -7,6 +7,9 @@
 snapshots). ``--data`` is a dataset path (folder / zip / LMDB) or ``embedded:faces`` / ``embedded:digits``.
 ``--detector random-cnn`` replaces every detector with a tiny seeded random CNN (offline/tests only: numbers
 NOT comparable to papers). Each result is printed and appended with its protocol record to ``--out``.
+``--di N`` adds EqGAN-SA's disequilibrium indicator of the file's G and D on N reals of ``--di-data`` (default
+``--data``; pass held-out images where they exist), ``metrics.disequilibrium.evaluate_dataset_di``; ``--metrics ''``
+skips the FID-type metrics.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import pickle
 import sys
 from pathlib import Path
 from typing import Any
@@ -31,8 +35,13 @@ from metrics.protocol import MetricProtocol, load_preset  # noqa: E402
 log = logging.getLogger("evaluate")
 
 
-def open_dataset(data: str, resolution: int, full: bool, max_images: int | None, xflip: bool):
-    """``embedded:<name>`` or a dataset path; ``full`` ignores subset and x-flip (the ``_full`` reference)."""
+def open_dataset(
+    data: str, resolution: int, full: bool, max_images: int | None, xflip: bool, num_channels: int | None = None
+):
+    """``embedded:<name>`` or a dataset path; ``full`` ignores subset and x-flip (the ``_full`` reference).
+
+    ``num_channels`` (the generator's) converts every image of a dataset path, whatever its first image is.
+    """
     kw = {} if full else {"max_images": max_images, "xflip": xflip}
     if data.startswith("embedded:"):
         from datamodules.embedded import EmbeddedImageDataset
@@ -40,7 +49,7 @@ def open_dataset(data: str, resolution: int, full: bool, max_images: int | None,
         return EmbeddedImageDataset(data.split(":", 1)[1], resolution=resolution, **kw)
     from datamodules.images import ImageFolderDataset
 
-    return ImageFolderDataset(data, resolution=resolution, use_labels=False, **kw)
+    return ImageFolderDataset(data, resolution=resolution, use_labels=False, num_channels=num_channels, **kw)
 
 
 def evaluate_network(
@@ -57,12 +66,12 @@ def evaluate_network(
     """Evaluate ``G`` on ``protocols`` against ``data``; ``detector`` overrides every protocol's detector."""
     if detector is not None:
         protocols = [dataclasses.replace(p, detector=detector) for p in protocols]
-    res = int(G.img_resolution)
+    res, channels = int(G.img_resolution), int(G.img_channels)
 
     def reference(p: MetricProtocol):
         if p.reference == "custom":
-            return open_dataset(p.reference_path, res, True, None, False)
-        return open_dataset(data, res, p.reference == "full", max_images, xflip)
+            return open_dataset(p.reference_path, res, True, None, False, channels)
+        return open_dataset(data, res, p.reference == "full", max_images, xflip, channels)
 
     return evaluate_generator(
         G,
@@ -72,6 +81,20 @@ def evaluate_network(
         cache_dir=cache_dir,
         batch_size=batch_size,
     )
+
+
+def disequilibrium(nets: dict, args: argparse.Namespace) -> dict[str, Any]:
+    """DI of the file's D against its ``--di-generator`` on ``--di`` reals of ``--di-data`` (all images, no flip)."""
+    from metrics.disequilibrium import evaluate_dataset_di
+
+    missing = [k for k in ("D", args.di_generator) if nets.get(k) is None]
+    if missing:
+        raise KeyError(f"{args.network}: --di needs {missing} but the file holds {nets['meta']['networks']}")
+    D = nets["D"].eval().requires_grad_(False).to(args.device)
+    G = nets[args.di_generator].eval().requires_grad_(False).to(args.device)
+    data = args.di_data or args.data
+    reals = open_dataset(data, int(G.img_resolution), True, None, False, int(G.img_channels))
+    return evaluate_dataset_di(G, D, reals, args.di, args.batch, args.di_seed, reals=data, generator=args.di_generator)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -89,7 +112,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--out", default=None, help="JSONL file for the results (default: next to the network)")
+    ap.add_argument("--di", type=int, default=0, help="EqGAN-SA DI on this many reals and fakes (0: off)")
+    ap.add_argument("--di-data", default=None, help="reals of the DI (held-out set; default: --data)")
+    ap.add_argument("--di-generator", choices=["G", "G_ema"], default="G", help="DI fakes: G (D's opponent)")
+    ap.add_argument("--di-seed", type=int, default=0)
     return ap.parse_args(argv)
+
+
+def results_file(args: argparse.Namespace) -> Path:
+    """``--out`` or ``<network>.metrics.jsonl``, checked writable before anything is computed."""
+    from datamodules.side_files import writable
+
+    out = Path(args.out) if args.out else Path(args.network).with_suffix(".metrics.jsonl")
+    if not writable(out.parent):
+        raise PermissionError(
+            f"cannot write the results to {out}: {out.parent} is not writable; pass --out <a writable .jsonl path>"
+        )
+    return out
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
@@ -97,12 +136,13 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     args = parse_args(argv)
     from networks.checkpoint import load_networks
 
+    out = results_file(args)
     nets = load_networks(args.network)
     G = nets.get(args.generator)
     if G is None:
         raise KeyError(f"{args.network}: no {args.generator} in the file (has {sorted(k for k in nets if nets[k])})")
     G = G.eval().requires_grad_(False).to(args.device)
-    protocols = [p for name in args.metrics.split(",") for p in load_preset(name.strip())]
+    protocols = [p for name in args.metrics.split(",") if name.strip() for p in load_preset(name.strip())]
     if args.n_fake is not None:
         protocols = [dataclasses.replace(p, n_fake=args.n_fake) for p in protocols]
     results = evaluate_network(
@@ -116,9 +156,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         max_images=args.max_images,
         xflip=args.xflip,
     )
-    out = Path(args.out) if args.out else Path(args.network).with_suffix(".metrics.jsonl")
+    if args.di:
+        results.append(disequilibrium(nets, args))
     for r in results:
-        r["protocol"].update(network=str(args.network), generator=args.generator)
+        r["protocol"] = {"network": str(args.network), "generator": args.generator, **r["protocol"]}
         append_jsonl(out, r)
         print(json.dumps(r["results"]))
     log.info("results with protocol records appended to %s", out)
@@ -126,4 +167,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (OSError, ValueError, KeyError, pickle.UnpicklingError) as e:
+        sys.exit(f"error: {e}")

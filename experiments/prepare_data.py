@@ -6,7 +6,9 @@
 Output (stylegan2_ada.md §10): uncompressed zip, PNG (compression 0) at ``00000/img00000000.png``, and
 ``dataset.json`` (``{"labels": [[name, label], ...]}`` when the source has labels, else ``null``). Zip
 entries carry a fixed timestamp and attributes, so a rerun gives byte-identical output. Undecodable images
-are skipped and counted by reason; the count is printed at the end.
+are skipped and counted by reason; the count is printed at the end. Every image is converted to ``--channels``
+(default: 3 when any image of the source is in colour, else 1); 16-bit grayscale is scaled, not clipped.
+When no image could be converted nothing is written and the command exits non-zero.
 """
 
 from __future__ import annotations
@@ -25,7 +27,15 @@ from rich.progress import Progress
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from datamodules.base import select_subset  # noqa: E402
-from datamodules.images import RESIZE_FILTERS, TRANSFORMS, decode_image, open_reader, preprocess  # noqa: E402
+from datamodules.images import (  # noqa: E402
+    GRAY_MODES,
+    RESIZE_FILTERS,
+    TRANSFORMS,
+    decode_image,
+    image_mode,
+    open_reader,
+    preprocess,
+)
 
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
@@ -35,6 +45,17 @@ def _write(zf: zipfile.ZipFile, name: str, data: bytes) -> None:
     info.compress_type = zipfile.ZIP_STORED
     info.external_attr = 0o644 << 16
     zf.writestr(info, data)
+
+
+def detect_channels(reader, names: list[str]) -> int:
+    """3 when any image is in colour, else 1; reads headers only and stops at the first colour image."""
+    for name in names:
+        try:
+            if image_mode(reader.read(name)) not in GRAY_MODES:
+                return 3
+        except Exception:  # undecodable: counted by the conversion pass
+            continue
+    return 1
 
 
 def convert(
@@ -60,6 +81,9 @@ def convert(
     if isinstance(labels_json, dict) and labels_json.get("labels") is not None:
         labels = {str(n).replace("\\", "/"): v for n, v in labels_json["labels"]}
     names = [names[i] for i in select_subset(len(names), max_images, seed)]
+    if channels is None:
+        channels = detect_channels(reader, names)
+        print(f"channels: {channels} ({'a colour image found' if channels == 3 else 'every image is grayscale'})")
     counts: collections.Counter[str] = collections.Counter()
     skipped: list[tuple[str, str]] = []
     out_labels = []
@@ -83,7 +107,6 @@ def convert(
                 counts[reason] += 1
                 skipped.append((name, reason))
                 continue
-            channels = channels or img.shape[2]
             img = preprocess(img, resolution, transform, resize_filter)
             idx = counts["written"]
             arc = f"{idx // 1000:05d}/img{idx:08d}.png"
@@ -95,10 +118,13 @@ def convert(
             counts["written"] += 1
         meta = {"labels": out_labels if labels is not None else None}
         _write(zf, "dataset.json", json.dumps(meta).encode())
-    tmp.replace(dest)
     reasons = {k: v for k, v in counts.items() if k != "written"}
     for name, reason in skipped:
         print(f"skipped {name}: {reason}")
+    if counts["written"] == 0:
+        tmp.unlink()
+        raise ValueError(f"{source}: none of the {len(names)} images could be converted {reasons}; {dest} not written")
+    tmp.replace(dest)
     print(f"wrote {counts['written']} images to {dest}; skipped {len(skipped)}: {reasons}")
     return dict(counts)
 
@@ -112,7 +138,7 @@ def main(argv: list[str] | None = None) -> dict[str, int]:
     ap.add_argument("--resize-filter", choices=sorted(RESIZE_FILTERS), default="lanczos", help="box for FFHQ-256")
     ap.add_argument("--max-images", type=int, default=None, help="seeded subset (NVIDIA rule)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--channels", type=int, choices=[1, 3], default=None, help="default: from the first image")
+    ap.add_argument("--channels", type=int, choices=[1, 3], default=None, help="default: 3 if any image is colour")
     args = ap.parse_args(argv)
     return convert(
         args.source,
@@ -127,4 +153,7 @@ def main(argv: list[str] | None = None) -> dict[str, int]:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (OSError, ValueError, KeyError) as e:
+        sys.exit(f"error: {e}")

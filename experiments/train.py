@@ -1,7 +1,8 @@
 """Train any method of the suite: ``python experiments/train.py experiment=<name> [overrides]``.
 
 Composes ``conf/train.yaml``, instantiates datamodule, LightningModule, callbacks, loggers and Trainer, and
-fits, resuming from the run directory's newest checkpoint when ``ckpt_path=auto`` (pitfalls §9).
+fits, resuming from the run directory's newest readable checkpoint when ``ckpt_path=auto``. Checkpoints are
+read weights-only and checked before Lightning sees them (``experiments/resume.py``, docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -17,6 +18,17 @@ from omegaconf import DictConfig, OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from experiments.resume import (  # noqa: E402
+    ResumeError,
+    check_argument_types,
+    check_config,
+    check_network_arguments,
+    explain_load_error,
+    find_checkpoint,
+    keep_previous_metrics,
+)
+from lightning_modules.callbacks.checkpointing import ApplyConfiguredOptimizerSettings, RunConfigRecord  # noqa: E402
+from lightning_modules.config import check_keys  # noqa: E402
 from lightning_modules.presets import register_resolvers  # noqa: E402
 
 log = logging.getLogger("train")
@@ -46,16 +58,9 @@ def persistent_wandb_id(output_dir: Path) -> str:
     return run_id
 
 
-def resolve_ckpt_path(ckpt_path: str | None, ckpt_dir: Path, root_dir: Path) -> str | None:
-    """``auto`` -> newest of last.ckpt / hpc_ckpt_*.ckpt in this run directory, else None (fresh start)."""
-    if ckpt_path != "auto":
-        if ckpt_path is not None and not Path(ckpt_path).exists():
-            raise FileNotFoundError(f"ckpt_path={ckpt_path}: no such checkpoint file")
-        return ckpt_path
-    candidates = [p for p in [ckpt_dir / "last.ckpt", *root_dir.glob("hpc_ckpt_*.ckpt")] if p.is_file()]
-    if not candidates:
-        return None
-    return str(max(candidates, key=lambda p: p.stat().st_mtime))
+def run_config(cfg: DictConfig) -> dict:
+    """The composed config as plain data (without Hydra's own node): stored in every checkpoint."""
+    return OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
 
 
 def check_launch(cfg: DictConfig) -> None:
@@ -84,14 +89,26 @@ def train(cfg: DictConfig) -> dict[str, float]:
     ops.set_backend(cfg.ops.backend)
     ops.bias_act.set_linear_clamp_grad(cfg.ops.linear_clamp_grad)
     check_launch(cfg)
+    check_argument_types(cfg)
     if cfg.get("print_config"):
         log.info("config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
     output_dir = Path(cfg.paths.output_dir)
+    root_dir = Path(cfg.trainer.get("default_root_dir") or output_dir)
+    ckpt_path, ckpt = find_checkpoint(cfg.get("ckpt_path"), Path(cfg.paths.ckpt_dir), root_dir)
+    config = run_config(cfg)
+    changed = check_config(ckpt.get("run_config"), config, cfg.get("resume_config_changes"), ckpt_path) if ckpt else []
     pl.seed_everything(cfg.seed, workers=True)
 
     datamodule = hydra.utils.instantiate(cfg.data)
+    check_keys(cfg.model, "model")
     model = hydra.utils.instantiate(cfg.model, _convert_="partial")
+    if ckpt:
+        check_network_arguments(ckpt, ckpt_path, model)
+    del ckpt  # memory-mapped; Lightning reads the file again
     callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    callbacks.append(RunConfigRecord(config))
+    if any(k.startswith("model.") for k in changed):
+        callbacks.append(ApplyConfiguredOptimizerSettings())
     if cfg.get("metrics") and "_target_" in cfg.metrics:
         callbacks.append(hydra.utils.instantiate(cfg.metrics))
     loggers = []
@@ -102,12 +119,24 @@ def train(cfg: DictConfig) -> dict[str, float]:
             wandb_mode_default()
             lcfg = OmegaConf.merge(lcfg, {"id": lcfg.get("id") or persistent_wandb_id(output_dir)})
         loggers.append(hydra.utils.instantiate(lcfg))
+    keep_previous_metrics([lg.log_dir for lg in loggers if type(lg).__name__.endswith("CSVLogger")], bool(ckpt_path))
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), Path(cfg.paths.ckpt_dir), Path(trainer.default_root_dir))
     if ckpt_path:
         log.info("resuming from %s", ckpt_path)
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        try:
+            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        except RuntimeError as e:
+            explained = explain_load_error(e, ckpt_path)
+            if explained is None:
+                raise
+            raise explained from None
+        if cfg.get("test_after_fit"):  # recognition protocols: test the checkpoint selected on validation
+            fit_metrics = dict(trainer.callback_metrics)
+            best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
+            trainer.test(model, datamodule=datamodule, ckpt_path=best, weights_only=True)
+            for k, v in fit_metrics.items():  # trainer.test resets callback_metrics; keep the fit ones too
+                trainer.callback_metrics.setdefault(k, v)
     finally:
         if any(type(lg).__name__ == "WandbLogger" for lg in loggers):
             import wandb
@@ -120,7 +149,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    metrics = train(cfg)
+    try:
+        metrics = train(cfg)
+    except ResumeError as e:  # a refused checkpoint or config change: the message says what to do
+        sys.exit(f"error: {e}")
     objective = cfg.get("optimized_metric")
     return metrics.get(objective) if objective else None
 

@@ -2,10 +2,13 @@
 
 Spec ``stylegan2_ada.md`` §11/§14: NVIDIA snapshots, TF pickles, rosinality and Hammer files are read at
 the state-dict level. :class:`RestrictedUnpickler` maps the few globals these files use to local, inert
-constructors (tensor rebuilds, numpy arrays, ``EasyDict``, NVIDIA persistent objects, TF ``Network``
-states) and refuses every other global with :class:`UnsafePickleError` naming it. Torch files (zip and
+constructors (tensor rebuilds, numpy arrays, ``EasyDict``, NVIDIA persistent objects, the few plain
+``torch.nn`` modules of :data:`TORCH_MODULES` as data records, TF ``Network`` states) and refuses every
+other global with :class:`UnsafePickleError` naming it. Torch files (zip and
 legacy ``torch.save`` layouts, incl. the legacy blobs that ``torch.storage._load_from_bytes`` carries
 inside NVIDIA pickles) are parsed here too, so ``torch.load`` with its full unpickler is never used.
+:func:`load_data_pickle` reads plain-data pickles (dataset files such as the CIFAR-10 python batches) with a
+narrower allow-list: dicts, lists, strings, bytes, numbers and numpy arrays.
 """
 
 from __future__ import annotations
@@ -24,9 +27,11 @@ __all__ = [
     "EasyDict",
     "InertObject",
     "PersistentObject",
+    "TorchModuleRecord",
     "RestrictedUnpickler",
     "TFNetwork",
     "UnsafePickleError",
+    "load_data_pickle",
     "load_file",
     "plain",
 ]
@@ -79,6 +84,39 @@ class PersistentObject:
 
     def __repr__(self) -> str:
         return f"PersistentObject({self.class_name})"
+
+
+# Plain torch.nn modules met inside the networks of genforce/insgen (CLHead: Sequential, Linear, ReLU) and
+# genforce/eqgan-sa (SEL: InstanceNorm2d, LeakyReLU, Sequential) snapshots.
+TORCH_MODULES = (
+    "torch.nn.modules.container.Sequential",
+    "torch.nn.modules.linear.Linear",
+    "torch.nn.modules.activation.ReLU",
+    "torch.nn.modules.activation.LeakyReLU",
+    "torch.nn.modules.instancenorm.InstanceNorm2d",
+)
+
+
+class TorchModuleRecord(PersistentObject):
+    """A plain ``torch.nn`` module of :data:`TORCH_MODULES` as data: class name + ``__dict__`` state (parameters,
+    buffers, sub-modules), read like a :class:`PersistentObject`. Pickles build it with NEWOBJ + BUILD; neither
+    torch's constructor nor its ``__setstate__`` runs."""
+
+    class_name = "?"
+    module_src = ""
+
+    def __init__(self, *args, **kwargs):
+        raise UnsafePickleError(f"{self.class_name}: a pickled module is rebuilt from its state, never called")
+
+    def __setstate__(self, state) -> None:
+        if not isinstance(state, dict):
+            raise pickle.UnpicklingError(f"{self.class_name}: module state must be a dict, got {type(state).__name__}")
+        self.state = state
+
+
+_TORCH_MODULE_RECORDS = {
+    name: type(f"TorchModuleRecord[{name}]", (TorchModuleRecord,), {"class_name": name}) for name in TORCH_MODULES
+}
 
 
 class TFNetwork:
@@ -177,6 +215,8 @@ class _NumpyDType:
     """``numpy.dtype(name, align, copy)`` + BUILD state, resolved to a numeric dtype only."""
 
     def __init__(self, name, align=False, copy=False):
+        if isinstance(name, bytes):  # Python 2 pickles read with encoding="bytes"
+            name = name.decode("latin1")
         if not isinstance(name, str):
             raise pickle.UnpicklingError(f"numpy.dtype: expected a type code string, got {name!r}")
         dt = np.dtype(name)
@@ -185,8 +225,11 @@ class _NumpyDType:
         self.dtype = dt
 
     def __setstate__(self, state) -> None:
-        if isinstance(state, tuple) and len(state) > 1 and state[1] in "<>":
-            self.dtype = self.dtype.newbyteorder(state[1])
+        order = state[1] if isinstance(state, tuple) and len(state) > 1 else None
+        if isinstance(order, bytes):
+            order = order.decode("latin1")
+        if order in ("<", ">"):
+            self.dtype = self.dtype.newbyteorder(order)
 
 
 def _numpy_dtype(value) -> np.dtype:
@@ -227,6 +270,23 @@ def _numpy_scalar(dtype, data=None):
     if not isinstance(data, bytes):
         raise UnsafePickleError("numpy scalar: refusing non-bytes payload")
     return np.frombuffer(data, dtype=dtype)[0]
+
+
+def _numpy_frombuffer(buf, dtype, shape, order="C"):
+    """``numpy._core.numeric._frombuffer`` (arrays pickled with protocol 5): raw bytes -> an ndarray copy."""
+    dtype = _numpy_dtype(dtype)
+    if not isinstance(buf, bytes | bytearray):
+        raise UnsafePickleError("numpy _frombuffer: refusing a non-bytes buffer")
+    if order not in ("C", "F"):
+        raise pickle.UnpicklingError(f"numpy _frombuffer: unknown order {order!r}")
+    return np.frombuffer(bytes(buf), dtype=dtype).reshape(tuple(shape), order=order).copy()
+
+
+def _codecs_encode(text, encoding="utf-8", errors="strict"):
+    """``_codecs.encode(str, 'latin1')``: how Python 3 writes bytes into protocol-2 pickles."""
+    if not isinstance(text, str) or str(encoding).lower().replace("-", "") != "latin1":
+        raise UnsafePickleError(f"_codecs.encode: only (str, 'latin1') is accepted, got encoding {encoding!r}")
+    return text.encode("latin1")
 
 
 def _safe_reconstructor(cls, base, state):
@@ -274,6 +334,17 @@ _SAFE_GLOBALS = {
 for _mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
     _SAFE_GLOBALS[(_mod, "_reconstruct")] = _numpy_reconstruct
     _SAFE_GLOBALS[(_mod, "scalar")] = _numpy_scalar
+for _mod in ("numpy.core.numeric", "numpy._core.numeric"):
+    _SAFE_GLOBALS[(_mod, "_frombuffer")] = _numpy_frombuffer
+_SAFE_GLOBALS[("_codecs", "encode")] = _codecs_encode
+for _name, _record in _TORCH_MODULE_RECORDS.items():
+    _SAFE_GLOBALS[tuple(_name.rsplit(".", 1))] = _record
+# Plain-data pickles (datasets): containers, bytes and numpy arrays; nothing torch- or class-like.
+_DATA_GLOBALS = {
+    key: value
+    for key, value in _SAFE_GLOBALS.items()
+    if key[0].startswith(("numpy", "_codecs")) or key == ("collections", "OrderedDict")
+}
 
 
 _PY2_MODULES = {"__builtin__": "builtins", "copy_reg": "copyreg"}
@@ -291,19 +362,28 @@ class RestrictedUnpickler(pickle.Unpickler):
     ``inert`` lists exact global names (``module.name``) or prefixes ending in ``.`` that become
     :class:`InertObject` placeholders (data-only classes met in training checkpoints, e.g. ``args``).
     ``storages`` resolves ``torch.save`` persistent ids: a callable ``(key, dtype, numel) -> flat tensor``.
+    ``data_only`` narrows the allow-list to plain data (containers, bytes, numpy arrays); ``encoding`` is
+    pickle's decoding of Python 2 ``str`` (``"bytes"`` keeps them as bytes).
     """
 
-    def __init__(self, file, *, source: str, inert=(), storages=None):
-        super().__init__(file)
+    def __init__(self, file, *, source: str, inert=(), storages=None, data_only: bool = False, encoding="ASCII"):
+        super().__init__(file, encoding=encoding)
         self.source = source
         self.inert = tuple(inert)
         self.storages = storages
+        self.allowed = _DATA_GLOBALS if data_only else _SAFE_GLOBALS
+        self.data_only = data_only
 
     def find_class(self, module: str, name: str):
         module = _PY2_MODULES.get(module, module)  # protocol-2 pickles name Python-2 modules
         full = f"{module}.{name}"
-        if (module, name) in _SAFE_GLOBALS:
-            return _SAFE_GLOBALS[(module, name)]
+        if (module, name) in self.allowed:
+            return self.allowed[(module, name)]
+        if self.data_only:
+            raise UnsafePickleError(
+                f"{self.source}: refusing to load global '{full}' (a data file may hold only dicts, lists, "
+                "strings, bytes, numbers and numpy arrays); nothing from the file was executed"
+            )
         if module in ("torch", "torch.storage") and name in _STORAGE_DTYPES:
             return _StorageType(name)
         if module == "torch" and name in _TORCH_DTYPES:
@@ -441,6 +521,19 @@ def load_file(path: str | Path, *, inert=()) -> tuple[str, object]:
             raise ValueError(
                 f"{source}: unknown checkpoint format (neither a torch file nor a readable pickle: {e})"
             ) from e
+
+
+def load_data_pickle(path: str | Path, *, encoding: str = "ASCII"):
+    """A plain-data pickle (e.g. a CIFAR-10 python batch) as dicts, lists, str/bytes, numbers, ndarrays.
+
+    Any other global is refused with :class:`UnsafePickleError` before anything runs; ``encoding`` as
+    :class:`pickle.Unpickler` (``"bytes"`` or ``"latin1"`` for Python 2 files).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"data file not found: {path}")
+    with open(path, "rb") as f:
+        return plain(RestrictedUnpickler(f, source=str(path), data_only=True, encoding=encoding).load())
 
 
 def plain(obj):

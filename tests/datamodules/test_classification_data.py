@@ -4,6 +4,7 @@ Budget: under 10 s on 2 CPU cores. Every dataset here is written by the test its
 """
 
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,11 +21,67 @@ from datamodules.classification import (
 )
 
 
-def _write_cifar(root, rows_per_batch=3, bad_label_in_test=True):
+def _py2_pickle(obj) -> bytes:
+    """Protocol 2 as Python 2's cPickle wrote the CIFAR-10 release: str as BINSTRING, numpy.core globals."""
+    out = [b"\x80\x02"]
+
+    def string(raw: bytes) -> None:
+        out.append(b"T" + len(raw).to_bytes(4, "little") + raw)
+
+    def put(o) -> None:
+        if isinstance(o, dict):
+            out.append(b"}(")
+            for k, v in o.items():
+                put(k)
+                put(v)
+            out.append(b"u")
+        elif isinstance(o, list):
+            out.append(b"](")
+            for v in o:
+                put(v)
+            out.append(b"e")
+        elif isinstance(o, tuple):
+            out.append(b"(")
+            for v in o:
+                put(v)
+            out.append(b"t")
+        elif isinstance(o, str):
+            string(o.encode("latin1"))
+        elif isinstance(o, bool):
+            out.append(b"\x88" if o else b"\x89")
+        elif isinstance(o, int):
+            out.append(b"J" + o.to_bytes(4, "little", signed=True))
+        elif o is None:
+            out.append(b"N")
+        else:  # a uint8 numpy array: _reconstruct(ndarray, (0,), 'b') + BUILD state
+            out.append(b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n")
+            put((0,))
+            string(b"b")
+            out.append(b"\x87R")
+            out.append(b"(J\x01\x00\x00\x00")
+            put(tuple(o.shape))
+            out.append(b"cnumpy\ndtype\n")
+            string(b"u1")
+            out.append(b"K\x00K\x01\x87R")
+            put((3, "|", None, None, None, -1, -1, 0))
+            out.append(b"b\x89")
+            string(o.tobytes())
+            out.append(b"tb")
+
+    put(obj)
+    return b"".join(out) + b"."
+
+
+def _dump(path: Path, obj, protocol) -> None:
+    path.write_bytes(_py2_pickle(obj) if protocol == "py2" else pickle.dumps(obj, protocol=protocol))
+
+
+def _write_cifar(root, rows_per_batch=3, bad_label_in_test=True, protocol=4):
     """Tiny CIFAR-10 release: pixel value = (row index + channel * 10) so the layout can be checked."""
     root.mkdir(parents=True, exist_ok=True)
-    with open(root / "batches.meta", "wb") as f:
-        pickle.dump({"label_names": [f"c{i}" for i in range(10)], "num_vis": 3072}, f)
+    py2 = protocol == "py2"  # Python 2 strings come back as bytes keys, as in the real release
+    meta = {"label_names": [f"c{i}" for i in range(10)], "num_vis": 3072}
+    _dump(root / "batches.meta", meta, protocol)
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         data = np.zeros((rows_per_batch, 3072), np.uint8)
         for r in range(rows_per_batch):
@@ -34,12 +91,15 @@ def _write_cifar(root, rows_per_batch=3, bad_label_in_test=True):
         labels = [r % 10 for r in range(rows_per_batch)]
         if name == "test_batch" and bad_label_in_test:
             labels[1] = 12  # out of range -> skipped and counted
-        with open(root / name, "wb") as f:
-            pickle.dump({b"data": data, b"labels": labels, b"batch_label": name.encode()}, f)
+        batch = {"data": data, "labels": labels, "batch_label": name}
+        if not py2:
+            batch = {k.encode(): v.encode() if isinstance(v, str) else v for k, v in batch.items()}
+        _dump(root / name, batch, protocol)
 
 
-def test_cifar10_pickle_reader_layout_and_skips(tmp_path):
-    _write_cifar(tmp_path / "cifar-10-batches-py")
+@pytest.mark.parametrize("protocol", ["py2", 2, 4, 5])
+def test_cifar10_pickle_reader_layout_and_skips(tmp_path, protocol):
+    _write_cifar(tmp_path / "cifar-10-batches-py", protocol=protocol)
     skips = SkipCounter("test")
     x, y, names = read_cifar10(tmp_path, train=True, skips=skips)  # finds the nested folder
     assert x.shape == (15, 32, 32, 3) and x.dtype == np.uint8 and names[3] == "c3"
@@ -61,14 +121,37 @@ def test_cifar10_errors_name_the_file(tmp_path):
         read_cifar10(tmp_path, False, SkipCounter())
 
 
+class _Payload:
+    """Unpickling this creates ``marker``: the stand-in for code a planted file would run."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+@pytest.mark.parametrize("planted", ["batches.meta", "data_batch_2"])
+def test_cifar10_planted_pickle_is_refused_without_running(tmp_path, planted):
+    _write_cifar(tmp_path)
+    marker = tmp_path / "ran"
+    content = {b"data": _Payload(marker), b"labels": [0]} if planted != "batches.meta" else _Payload(marker)
+    (tmp_path / planted).write_bytes(pickle.dumps(content))
+    with pytest.raises(ValueError, match=rf"{planted}.*refusing to load global 'io.open'"):
+        read_cifar10(tmp_path, True, SkipCounter())
+    assert not marker.exists()
+
+
 def test_cifar10_datamodule_normalises_and_batches(tmp_path):
     _write_cifar(tmp_path, rows_per_batch=4)
     dm = ClassificationDataModule("cifar10", str(tmp_path), batch_size=4, augment=False, num_classes=10)
     dm.setup("fit")
     assert dm.skipped == 1 and dm.num_classes == 10
-    x, y = next(iter(dm.train_dataloader()))
-    assert x.shape == (4, 3, 32, 32) and y.dtype == torch.int64
-    raw = torch.tensor([0.0, 10.0, 20.0]) / 255  # pixel (1, 1) of row 0
+    batches = list(dm.train_dataloader())  # the whole shuffled epoch: 20 rows in 5 batches of 4
+    assert all(x.shape == (4, 3, 32, 32) and y.dtype == torch.int64 for x, y in batches)
+    x = torch.cat([x for x, _ in batches])
+    assert len(x) == 20
+    raw = torch.tensor([0.0, 10.0, 20.0]) / 255  # pixel (1, 1) of row 0, the smallest of the 4 distinct rows
     expected = (raw - torch.tensor(CIFAR_MEAN)) / torch.tensor(CIFAR_STD)
     assert torch.allclose(torch.sort(x[:, :, 1, 1], dim=0).values[0], expected, atol=1e-6)
     with pytest.raises(ValueError, match="num_classes=100"):

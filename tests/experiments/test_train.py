@@ -26,7 +26,16 @@ TINY = [
     "model.sample_grid=[2,4]",
     "model.sample_every_kimg=0.016",
     "callbacks.checkpoint.every_kimg=0.016",
+    "ops=ref",
 ]
+
+
+def seen_img(ckpt_path: Path) -> int:
+    """Images seen, as a GAN checkpoint records them (host-side run state, or the older buffer)."""
+    ckpt = torch.load(ckpt_path, weights_only=True)
+    if "run_state" in ckpt:
+        return int(ckpt["run_state"]["progress"]["seen_img"])
+    return int(ckpt["state_dict"]["seen_img"])
 
 
 def run_train(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
@@ -51,10 +60,12 @@ def test_train_writes_outputs_and_resumes_itself(tmp_path):
     assert ckpt.is_file()
     assert sorted((run / "samples").glob("fakes*.png")), "no sample grid written"
     rows = list(csv.DictReader(open(run / "csv" / "metrics.csv")))
-    assert rows and "kimg" in rows[0]
+    kimg = "progress/kimg" if "progress/kimg" in rows[0] else "kimg"  # the x-axis metric of GAN runs
+    assert rows and kimg in rows[0]
+    assert "data/skipped" in rows[0]  # the GAN run logs its count of skipped samples
     assert list((run / "wandb").glob("offline-run-*")), "no offline W&B run"
     wandb_id = (run / "wandb_id.txt").read_text()
-    assert int(torch.load(ckpt, weights_only=False)["state_dict"]["seen_img"]) == 16
+    assert seen_img(ckpt) == 16
 
     # The same command with a larger budget resumes from last.ckpt in the same run directory; this time with
     # the metrics callback (offline random-cnn detector, a few fakes) evaluating at the end.
@@ -69,8 +80,11 @@ def test_train_writes_outputs_and_resumes_itself(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "resuming from" in proc.stderr + proc.stdout
-    assert int(torch.load(ckpt, weights_only=False)["state_dict"]["seen_img"]) == 32
+    assert seen_img(ckpt) == 32
     assert (run / "wandb_id.txt").read_text() == wandb_id
+    resumed = list(csv.DictReader(open(run / "csv" / "metrics.csv")))
+    assert [r[kimg] for r in resumed[: len(rows)]] == [r[kimg] for r in rows]  # earlier rows kept
+    assert max(float(r[kimg]) for r in resumed if r[kimg]) > max(float(r[kimg]) for r in rows if r[kimg])
     results = (run / "metric-fid10k_full.jsonl").read_text().strip().splitlines()
     assert results and '"random-cnn"' in results[-1]
 

@@ -231,10 +231,12 @@ def test_metrics_callback_ticks_logs_and_state(tmp_path):
     trainer = SimpleNamespace(
         datamodule=dm, loggers=[logger], is_global_zero=True, default_root_dir=str(tmp_path), global_step=3
     )
-    module = SimpleNamespace(seen_img=torch.tensor(32), G_ema=TinyG(), log=lambda *a, **k: None)
+    from lightning_modules.run_state import RunProgress
+
+    module = SimpleNamespace(progress=RunProgress(1.0, seen_img=32), G_ema=TinyG(), log=lambda *a, **k: None)
     cb.on_train_batch_end(trainer, module)
     assert logged == []
-    module.seen_img = torch.tensor(64)
+    module.progress.seen_img = 64
     cb.on_train_batch_end(trainer, module)
     assert len(logged) == 1 and logged[0]["kimg"] == 0.064 and "metrics/fid_t" in logged[0]
     line = json.loads((Path(tmp_path) / "metric-fid_t.jsonl").read_text().splitlines()[0])
