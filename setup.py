@@ -1,4 +1,4 @@
-"""Ahead-of-time build of the ``ops._C`` extension (specs/ops.md §11.2; docs/ops.md).
+"""Ahead-of-time build of the ``ops._C`` extension (docs/ops.md "Building").
 
 ``pip install --no-build-isolation --no-deps -e .`` compiles the C++ CPU kernels always, and the CUDA kernels
 when torch has CUDA and nvcc is found, for ``TORCH_CUDA_ARCH_LIST`` (default below, never cleared).

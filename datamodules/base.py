@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 
 def per_rank_batch_size(global_batch: int, world_size: int) -> int:
-    """Divide the global batch over the ranks; raise unless it divides exactly (pitfalls §7.1)."""
+    """Divide the global batch over the ranks; raise unless it divides exactly."""
     if world_size < 1:
         raise ValueError(f"world_size must be >= 1, got {world_size}")
     if global_batch < 1:
@@ -171,7 +171,7 @@ class SkipCounter:
 
 
 def select_subset(num_items: int, max_images: int | None, seed: int) -> np.ndarray:
-    """NVIDIA's subset rule (spec §10): RandomState(seed).shuffle of the indices, keep the first N, sort."""
+    """NVIDIA's subset rule (training/dataset.py): RandomState(seed).shuffle of the indices, keep the first N, sort."""
     idx = np.arange(num_items, dtype=np.int64)
     if max_images is None or max_images >= num_items:
         return idx
@@ -220,7 +220,7 @@ def load_or_write_subset(
 
 
 def labels_to_matrix(labels: Sequence[Any], where: str) -> np.ndarray:
-    """Spec §10: integer labels -> one-hot of size max+1; float lists -> vectors of one common length."""
+    """As NVIDIA's dataset.json: integer labels -> one-hot of size max+1; float lists -> vectors of one length."""
     if len(labels) == 0:
         return np.zeros([0, 0], dtype=np.float32)
     if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in labels):

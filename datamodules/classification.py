@@ -1,4 +1,4 @@
-"""Image-classification data for CompConv (spec compconv.md §4): ImageNet folders, CIFAR-10 pickles, digits.
+"""Image-classification data for CompConv (arXiv 2106.10486): ImageNet folders, CIFAR-10 pickles, digits.
 
 Formats:
 

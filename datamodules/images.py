@@ -1,7 +1,8 @@
 """Image datasets over the formats users have: image folder, stylegan2-ada zip (+ dataset.json), LSUN LMDB.
 
 ``ImageFolderDataset(path, resolution, ...)`` picks the reader from the path (directory, ``*.zip``, or an LMDB
-directory holding ``data.mdb``) and serves uint8 CHW images + float labels (stylegan2_ada.md §10).
+directory holding ``data.mdb``) and serves uint8 CHW images + float labels, as NVlabs stylegan2-ada-pytorch
+``training/dataset.py``.
 ``ImageDataModule`` wraps it for FFHQ / LSUN / AFHQ training with the ``InfiniteSampler``.
 Preprocessing (``transform`` none / center-crop, resize filter) is NVIDIA's
 ``dataset_tool.py``; FFHQ-256 must use the box filter to reproduce the paper FIDs [R].
@@ -249,7 +250,7 @@ def parse_labels(reader: _Reader, names: list[str], use_labels: bool) -> np.ndar
 
 
 class ImageFolderDataset(ImageDataset):
-    """One Dataset for folder / zip / LMDB sources (stylegan2_ada.md §10).
+    """One Dataset for folder / zip / LMDB sources (as NVIDIA's ``training/dataset.py``).
 
     ``resolution=None`` takes the size of the first image (which must be square). Images of another size are
     brought to ``resolution`` with ``transform`` and ``resize_filter``; undecodable images are skipped,

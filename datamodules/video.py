@@ -1,7 +1,7 @@
 """Kinetics-400 / UCF-101 readers, labeled/unlabeled partitions and the semi-supervised video DataModule.
 
 Partitions and views of the semi-supervised protocol of CMPL (arXiv 2112.09690: 1 % / 10 % labeled), weak and
-strong views of the same sampled frames (FixMatch, arXiv 2001.07685 §2), multi-view testing.
+strong views of the same sampled frames (FixMatch, arXiv 2001.07685 Sec. 2), multi-view testing.
 
 Layouts read as distributed:
 - UCF-101: ``<root>/<video_dir>/<Class>/v_<Class>_gXX_cYY.avi`` and ``<root>/<list_dir>/{classInd.txt,

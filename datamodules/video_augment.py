@@ -1,4 +1,4 @@
-"""Frame-consistent batch augmentations for clips: the weak / strong augmentation of FixMatch (arXiv 2001.07685 §2).
+"""Frame-consistent batch augmentations for clips: the weak / strong augmentation of FixMatch (arXiv 2001.07685 Sec. 2).
 
 Clips are (B, C, T, H, W). Every random parameter is drawn once **per clip** and applied to all of its frames;
 clips of a batch get independent parameters. Geometric transforms (random resized crop, flip, RandAugment's

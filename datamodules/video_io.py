@@ -1,4 +1,4 @@
-"""Video decoding/encoding with PyAV and clip-index sampling (spec cmpl.md §2, §5, §9).
+"""Video decoding/encoding with PyAV and clip-index sampling (docs/cmpl.md "Data").
 
 Only the sampled frames are converted; they are resized (libswscale, one ``VideoReformatter`` per video) so
 that they *cover* ``(height, width)`` with the aspect ratio kept, then centre-cropped to exactly that size:
@@ -31,7 +31,7 @@ def sample_clip_indices(
     """Frame indices of ``num_clips`` clips of ``frames`` frames ``stride`` apart; shape (num_clips, frames).
 
     ``random``: one clip at a uniformly random start (training). ``uniform``: ``num_clips`` starts evenly spaced over
-    the video (test-time multi-view, spec §5). Videos shorter than the clip span loop around (suite choice [X]).
+    the video (test-time multi-view). Videos shorter than the clip span loop around (suite choice [X]).
     """
     if num_frames <= 0:
         raise ValueError(f"sample_clip_indices: the video has no frames (num_frames={num_frames})")

@@ -1,4 +1,4 @@
-"""StyleGAN2-ADA training presets (spec stylegan2_ada.md §9); the `auto` formulas live here, in one place.
+"""StyleGAN2-ADA training presets (NVlabs stylegan2-ada-pytorch ``train.py --cfg``); the `auto` formulas, in one place.
 
 Registered as the OmegaConf resolver ``sg2_auto`` so ``conf/experiment/stylegan2_ada_auto.yaml`` can write
 ``batch_size: ${sg2_auto:batch,${data.resolution},${trainer.devices}}``.

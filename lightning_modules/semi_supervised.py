@@ -27,7 +27,7 @@ from lightning_modules.gan import update_ema
 def pseudo_label_loss(
     logits_weak: torch.Tensor, logits_strong: torch.Tensor, threshold: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """FixMatch's unlabeled term (arXiv 2001.07685 §2): (1/μB)·Σ 1[max q ≥ τ]·H(argmax q, p(𝒜(u))), with
+    """FixMatch's unlabeled term (arXiv 2001.07685 Sec. 2): (1/μB)·Σ 1[max q ≥ τ]·H(argmax q, p(𝒜(u))), with
     q = softmax(weak logits).
 
     The pseudo-labels and the mask are computed from detached logits: no gradient flows into the labelling
@@ -246,7 +246,7 @@ class SupervisedVideoModule(VideoClassifierBase):
 
 
 class FixMatchModule(VideoClassifierBase):
-    """FixMatch for clips (arXiv 2001.07685 §2): L = L_s + λ_u·L_u with one network labelling its own strong views.
+    """FixMatch for clips (arXiv 2001.07685 Sec. 2): L = L_s + λ_u·L_u, one network labelling its own strong views.
 
     Labeled, weak and strong unlabeled clips go through the network in one forward (as FixMatch, so BatchNorm
     sees one batch); pseudo-labels come from the detached weak logits, computed without dropout (``view_logits``).

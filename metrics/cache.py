@@ -1,4 +1,4 @@
-"""Content-hashed cache of real-image statistics (metrics.md §6 ``metrics.cache: hashed``).
+"""Content-hashed cache of real-image statistics (docs/metrics.md "Real-statistics cache").
 
 The key hashes the dataset identity (reader kind, path, file list with sizes/mtimes or the zip's CRC table,
 subset, resolution, x-flip, preprocessing), the detector (file sha256) and the protocol fields that change

@@ -1,4 +1,4 @@
-"""Parameter and MAC counting with forward hooks (spec compconv.md §4, §7: verifiable compression ratios).
+"""Parameter and MAC counting with forward hooks (verifiable compression ratios, docs/compconv.md).
 
 A MAC is one multiply-accumulate. Counted layers: ``nn.Conv2d`` (``H_out W_out C_out (C_in/groups) k_h k_w``)
 and ``nn.Linear`` (``in x out`` per output row). Normalisation, activations, pooling, additions, concatenation

@@ -1,4 +1,4 @@
-"""Feature detectors for FID/KID/PR, loaded from local files only (metrics.md §1, §5).
+"""Feature detectors for FID/KID/PR, loaded from local files only (docs/metrics.md "Detectors").
 
 - ``nvidia_inception``: NVIDIA's TorchScript ``inception-2015-12-05.pt`` (uint8 NCHW in, resize to 299 inside
   the net, ``return_features=True`` -> 2048-d pool features). The protocol of ``fid50k_full`` in the papers.

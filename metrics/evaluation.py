@@ -45,7 +45,7 @@ def _barrier() -> None:
 
 @contextlib.contextmanager
 def no_tf32() -> Iterator[None]:
-    """TF32 off for metrics, as NVIDIA/Hammer (metrics.md §6); previous flags restored."""
+    """TF32 off for metrics, as NVIDIA/Hammer; previous flags restored."""
     old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     try:

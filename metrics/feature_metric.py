@@ -1,6 +1,6 @@
 """Base of the detector-feature metrics (FID/KID/PR): the detector is held OUTSIDE the module tree.
 
-The detector is therefore never in ``state_dict()`` or a Lightning checkpoint (metrics.md §4, ~95 MB), and all
+The detector is therefore never in ``state_dict()`` or a Lightning checkpoint (~95 MB of Inception weights), and all
 metric states are ``persistent=False``. Real-image states survive ``reset()`` unless ``reset_real_features``,
 so reference statistics are computed (or loaded from the cache) once per run.
 """

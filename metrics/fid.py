@@ -1,4 +1,4 @@
-"""Fréchet Inception Distance on detector features (metrics.md §2): float64 sums, all-reduced under DDP.
+"""Fréchet Inception Distance on detector features: float64 sums, all-reduced under DDP.
 
 FID = ||mu_r - mu_g||^2 + Tr(S_r + S_g - 2 (S_g S_r)^{1/2}), covariances unbiased (N-1) as ``np.cov``,
 matrix square root by ``scipy.linalg.sqrtm`` (real part), as NVIDIA's ``frechet_inception_distance.py``.

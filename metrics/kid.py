@@ -1,4 +1,4 @@
-"""Kernel Inception Distance (metrics.md §2): unbiased MMD^2 with the cubic polynomial kernel (x.y/d + 1)^3,
+"""Kernel Inception Distance (arXiv 1801.01401): unbiased MMD^2 with the cubic polynomial kernel (x.y/d + 1)^3,
 averaged over ``num_subsets`` random subsets of ``m = min(n_real, n_fake, max_subset_size)`` (NVIDIA's
 ``kernel_inception_distance.py``; subsets drawn from a seeded RandomState instead of the global one).
 """

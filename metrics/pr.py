@@ -1,4 +1,4 @@
-"""Improved precision and recall (Kynkäänniemi et al. 2019) with k-NN manifolds, k = 3 (metrics.md §2).
+"""Improved precision and recall (Kynkäänniemi et al., arXiv 1904.06991) with k-NN manifolds, k = 3.
 
 As NVIDIA's ``precision_recall.py``: the radius of each manifold point is the distance to its k-th nearest
 neighbour in the same set (``kthvalue(k + 1)``: the point itself is at distance 0); precision = fraction of

@@ -1,4 +1,4 @@
-"""Explicit metric protocols (metrics.md §2, §6): every number is logged with its protocol record.
+"""Explicit metric protocols (docs/metrics.md): every number is logged with its protocol record.
 
 Named presets live in ``conf/metrics/<preset>.yaml`` under ``protocols:`` (the single source of truth);
 ``load_preset(name)`` reads them for ``experiments/evaluate.py``.

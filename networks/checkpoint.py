@@ -1,7 +1,7 @@
 """Load any supported network file into the suite's G / D / G_ema; write the suite's own network file.
 
-Spec ``stylegan2_ada.md`` §11 and §14 ("state-dict converters instead of class-pickle loading"). Formats,
-auto-detected by content, never by extension:
+State-dict converters instead of class-pickle loading (docs/checkpoints.md). Formats, auto-detected by content,
+never by extension:
 
 - ``suite.networks/1``: :func:`save_networks` output, read with ``torch.load(weights_only=True)``;
 - our Lightning ``.ckpt``: ``state_dict`` with ``G.`` / ``D.`` / ``G_ema.`` prefixes + ``networks``

@@ -2,7 +2,7 @@
 
 Layouts follow the usual ImageNet definitions (ResNet v1.5: a bottleneck's stride sits on its 3 x 3 conv).
 The RGB input convolution is always named ``stem`` so that :func:`networks.compconv.convert_model` keeps it
-vanilla, as the CompConv paper does (spec compconv.md §3, §6). ``width`` scales every stage (64 = standard);
+vanilla, as the CompConv paper does (docs/compconv.md). ``width`` scales every stage (64 = standard);
 ``small_input=True`` uses the CIFAR stem (3 x 3, stride 1, no max-pool) for 32 x 32 images.
 """
 

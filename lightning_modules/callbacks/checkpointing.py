@@ -65,7 +65,7 @@ class AtomicModelCheckpoint(ModelCheckpoint):
 
 
 class KimgCheckpoint(Checkpoint):
-    """Checkpoints scheduled by images seen, not by ``global_step`` (pitfalls §1).
+    """Checkpoints scheduled by images seen, not by ``global_step`` (optimiser steps: several per GAN iteration).
 
     Writes ``last.ckpt`` every ``every_kimg`` and at the end of training; with ``keep_snapshots`` also
     ``network-snapshot-<kimg:06d>.ckpt`` as the reference's periodic pickles. Being a ``Checkpoint``, it

@@ -1,4 +1,4 @@
-"""Training-time metrics every N kimg with explicit protocols (metrics.md §2, §6).
+"""Training-time metrics every N kimg with explicit protocols (docs/metrics.md).
 
 Reads ``pl_module.progress.seen_img`` and evaluates ``pl_module.G_ema`` (``z_dim``/``c_dim``) on all ranks (``compute``
 syncs; never rank-zero-only). Numbers go to every logger as ``metrics/<name>`` with ``kimg``, to

@@ -1,1 +1,1 @@
-"""Converters of foreign checkpoints into the suite's networks (spec stylegan2_ada.md §11)."""
+"""Converters of foreign checkpoints into the suite's networks (docs/checkpoints.md)."""

@@ -43,7 +43,8 @@ def shape_of(x) -> tuple:
 def fit_channels(channels: dict[int, int], source: str, preferred: tuple = (32768, 16384)) -> tuple[int, int]:
     """``(channel_base, channel_max)`` with ``min(base // r, max) == channels[r]`` for every resolution r.
 
-    Spec §3.1 channel rule; the standard bases are tried first so that releases get their usual kwargs.
+    NVIDIA's channel rule (``training/networks.py``); the standard bases are tried first so that releases get their
+    usual kwargs.
     """
     cmax = max(channels.values())
     candidates = list(preferred) + [c * r for r, c in channels.items() if c < cmax] + [cmax * max(channels)]

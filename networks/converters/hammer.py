@@ -1,7 +1,7 @@
 """Hammer / genforce checkpoints: ``models`` → ``generator_smooth`` (EMA), ``generator``, ``discriminator``.
 
-Spec ``stylegan2_ada.md`` §11.3. Hammer's ``StyleGAN2Generator`` / ``StyleGAN2Discriminator`` compute what
-NVIDIA's networks compute (same ops, weight storage and TF-derived orientation); only names differ:
+Hammer's ``StyleGAN2Generator`` / ``StyleGAN2Discriminator`` compute what NVIDIA's networks compute (same ops,
+weight storage and TF-derived orientation); only names differ:
 
 Generator (Hammer → ours), b = log₂r − 2:
 

@@ -1,7 +1,7 @@
 """NVlabs PyTorch snapshots (stylegan2-ada-pytorch, and StyleGAN2 nets saved by the stylegan3 code).
 
-Spec ``stylegan2_ada.md`` §11.1: a pickle of ``dict(G, D, G_ema, augment_pipe, training_set_kwargs)`` whose
-networks are ``torch_utils.persistence`` objects. :mod:`.safe_pickle` turns each into a
+Snapshots of ``training/training_loop.py``: a pickle of ``dict(G, D, G_ema, augment_pipe, training_set_kwargs)``
+whose networks are ``torch_utils.persistence`` objects. :mod:`.safe_pickle` turns each into a
 :class:`PersistentObject` (class name + module ``__dict__``); here the state dict is collected from the
 nested ``_parameters`` / ``_buffers`` / ``_modules`` and the constructor kwargs from ``_init_kwargs``.
 The sizes the kwargs declare (resolution, channels, latent widths, layer counts) are checked against the

@@ -1,9 +1,9 @@
 """rosinality/stylegan2-pytorch checkpoints: ``g_ema``, ``g``, ``d`` state dicts (+ ``latent_avg``).
 
-Spec ``stylegan2_ada.md`` §11.3, ``ops.md`` §8. Layer by layer the computation equals NVIDIA's (same
-equalised-lr storage, demodulation, FIR [1,3,3,1], transposed-conv weight orientation — rosinality's own TF
-converter flips ``Conv0_up`` exactly as legacy.py does — and the same padding once its (before, after)
-pairs are read per axis), so the mapping is a renaming plus reshapes:
+Layer by layer the computation equals NVIDIA's (same equalised-lr storage, demodulation, FIR [1,3,3,1],
+transposed-conv weight orientation — rosinality's own TF converter flips ``Conv0_up`` exactly as legacy.py
+does — and the same padding once its (before, after) pairs are read per axis), so the mapping is a renaming
+plus reshapes:
 
 Generator (rosinality → ours):
 

@@ -1,12 +1,12 @@
 """Restricted unpickling of foreign checkpoints: plain data out, no code from the file ever runs.
 
-Spec ``stylegan2_ada.md`` §11/§14: NVIDIA snapshots, TF pickles, rosinality and Hammer files are read at
-the state-dict level. :class:`RestrictedUnpickler` maps the few globals these files use to local, inert
-constructors (tensor rebuilds, numpy arrays, ``EasyDict``, NVIDIA persistent objects, the few plain
-``torch.nn`` modules of :data:`TORCH_MODULES` as data records, TF ``Network`` states) and refuses every
-other global with :class:`UnsafePickleError` naming it. Torch files (zip and
-legacy ``torch.save`` layouts, incl. the legacy blobs that ``torch.storage._load_from_bytes`` carries
-inside NVIDIA pickles) are parsed here too, so ``torch.load`` with its full unpickler is never used.
+NVIDIA snapshots, TF pickles, rosinality and Hammer files are read at the state-dict level.
+:class:`RestrictedUnpickler` maps the few globals these files use to local, inert constructors (tensor
+rebuilds, numpy arrays, ``EasyDict``, NVIDIA persistent objects, the few plain ``torch.nn`` modules of
+:data:`TORCH_MODULES` as data records, TF ``Network`` states) and refuses every other global with
+:class:`UnsafePickleError` naming it. Torch files (zip and legacy ``torch.save`` layouts, incl. the legacy
+blobs that ``torch.storage._load_from_bytes`` carries inside NVIDIA pickles) are parsed here too, so
+``torch.load`` with its full unpickler is never used.
 :func:`load_data_pickle` reads plain-data pickles (dataset files such as the CIFAR-10 python batches) with a
 narrower allow-list: dicts, lists, strings, bytes, numbers and numpy arrays.
 """

@@ -1,8 +1,8 @@
 """Original TensorFlow StyleGAN2 pickles ``(G, D, Gs)`` of ``dnnlib.tflib.network.Network`` states.
 
-Key mapping per spec ``stylegan2_ada.md`` §11.2 (NVlabs ``legacy.py``): FC weights transposed, conv
-weights HWIO → OIHW, ``Conv0_up`` and G ``Skip`` weights spatially flipped, ``affine.bias = mod_bias + 1``,
-noise buffers ``noise{2·log₂r − 5}`` (conv0) / ``noise{2·log₂r − 4}`` (conv1), ``w_avg ← dlatent_avg``.
+Key mapping as NVlabs stylegan2-ada-pytorch ``legacy.py``: FC weights transposed, conv weights HWIO → OIHW,
+``Conv0_up`` and G ``Skip`` weights spatially flipped, ``affine.bias = mod_bias + 1``, noise buffers
+``noise{2·log₂r − 5}`` (conv0) / ``noise{2·log₂r − 4}`` (conv1), ``w_avg ← dlatent_avg``.
 Shapes give every size (resolution, channels, z/w dims, mapping depth, architecture); ``static_kwargs``
 only give what shapes cannot (activation, lr multipliers, filter, fp16 policy).
 

@@ -1,4 +1,4 @@
-"""Tests of datamodules/classification.py: CIFAR-10 pickles, ImageNet folders, digits (spec compconv.md §4).
+"""Tests of datamodules/classification.py: CIFAR-10 pickles, ImageNet folders, digits.
 
 Budget: under 10 s on 2 CPU cores. Every dataset here is written by the test itself.
 """

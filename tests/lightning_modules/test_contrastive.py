@@ -91,7 +91,7 @@ def _gloo_worker(rank: int, world: int, port: int, out_dir: str) -> None:
 
 
 def test_two_process_gloo_queue_equals_single_process(tmp_path):
-    """Spec §10 acceptance: 2-process gloo and one process without a process group give the same queue."""
+    """2-process gloo and one process without a process group give the same queue."""
     mp.spawn(_gloo_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
     torch.manual_seed(0)
     single = ContrastiveHead(in_dim=8, out_dim=4, queue_size=8)

@@ -1,4 +1,4 @@
-"""EqGAN-SA training: GradCAM, alignment loss, DI, ablation switches, a short run (spec eqgan_sa.md §3, §6, §10;
+"""EqGAN-SA training: GradCAM, alignment loss, DI, ablation switches, a short run (genforce/eqgan-sa training/loss.py;
 budget ~50 s)."""
 
 from __future__ import annotations

@@ -84,7 +84,7 @@ def test_phases_update_only_their_parts_and_momentum_updates_follow_formulas(tmp
         changed = {k: not torch.equal(before[k], after[k]) for k in ("G", "D", "DHead.mlp", "GHead.mlp", "queues")}
         if phase == "Gmain":
             assert changed["G"] and not changed["D"]
-            # Heads and queues frozen in the G phase; GHead's momentum MLP still moves (faithful quirk, §9).
+            # Heads and queues frozen in the G phase; GHead's momentum MLP still moves (faithful genforce/insgen quirk).
             assert not changed["DHead.mlp"] and not changed["GHead.mlp"] and not changed["queues"]
             for b, a, q in zip(
                 before["GHead.momentum_mlp"],

@@ -1,4 +1,4 @@
-"""Tests of networks/augment.py: the ADA pipe and the adaptive-p rule (specs/stylegan2_ada.md §8, §13).
+"""Tests of networks/augment.py: the ADA pipe and the adaptive-p rule (as NVlabs stylegan2-ada-pytorch augment.py).
 
 Budget: under 45 s on 2 CPU cores.
 """

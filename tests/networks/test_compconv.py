@@ -30,7 +30,7 @@ def _one_thread():
 
 
 def spec_cost(c_in, c_out, k, d, tail="depthwise"):
-    """Closed form of spec §2/§3 per output pixel (MACs) = conv weights (params), tail trimmed to C_out."""
+    """Closed form (docs/compconv.md) per output pixel (MACs) = conv weights (params), tail trimmed to C_out."""
     cp = math.ceil(c_out / (2 * (2**d - 1)))
     n_tail = c_out - (2**d - 2) * cp - 2 ** (d - 1) * cp
     tail_cost = k * k * n_tail if tail == "depthwise" else 2 ** (d - 1) * cp * n_tail
@@ -75,7 +75,7 @@ def test_depth_rule(c_in, c0, rule, expected):
 
 def test_prim_channels_budget():
     """C_prim = ceil(C_out / (2(2^d-1))): the units cover C_out with less than one unit set to spare."""
-    assert compconv_prim_channels(512, 3) == 37  # spec §3 worked check
+    assert compconv_prim_channels(512, 3) == 37  # ceil(512 / 14)
     for c_out in range(14, 300, 7):
         for d in (1, 2, 3):
             cp = compconv_prim_channels(c_out, d)
@@ -103,7 +103,7 @@ def test_macs_and_params_equal_closed_form(c_in, c_out, k, d, tail, stride):
 
 
 def test_spec_worked_example_512():
-    """Spec §3: C_in = C_out = 512, d = 3: (512*37 + 74^2 + 148^2 + 148) k^2 untrimmed, ~17.7 % of vanilla."""
+    """C_in = C_out = 512, d = 3: (512*37 + 74^2 + 148^2 + 148) k^2 untrimmed, ~17.7 % of vanilla."""
     assert spec_cost(448, 448, 1, 3) == 448 * 32 + 64**2 + 128**2 + 128  # divisible case: no trimming
     m = CompConv2d(512, 512, 3, depth=3, inner_norm_act="none")
     x = torch.randn(1, 512, 7, 7)
@@ -123,7 +123,7 @@ def test_depth_zero_is_plain_conv_and_depth_one_halves_cost():
 
 
 def test_identity_channels_reach_the_output_unchanged():
-    """Spec §2: X = X_A (+) W X_B, X_A copied from input channels (stride 1, no bias)."""
+    """Core unit X = X_A (+) W X_B, X_A copied from input channels (stride 1, no bias)."""
     torch.manual_seed(0)
     c_in, d = 96, 3
     for slices in ("first", "strided"):
@@ -227,7 +227,7 @@ def test_convert_model_keeps_shapes_stem_and_1x1(build, size):
 
 
 def test_convert_model_resnet50_compconv128_depths():
-    """Spec §3: with C0 = 128 the 3x3 convs of ResNet-50 stages 1..4 (64/128/256/512) get d = 1/1/2/3."""
+    """With C0 = 128 the 3x3 convs of ResNet-50 stages 1..4 (64/128/256/512) get d = 1/1/2/3."""
     net = convert_model(resnet50(), c0=128)
     depths = {n.split(".")[0]: net.get_submodule(n).depth for n in net.compconv_replaced}
     assert depths == {"layer1": 1, "layer2": 1, "layer3": 2, "layer4": 3}

@@ -1,4 +1,4 @@
-"""Converters of foreign checkpoints (spec stylegan2_ada.md §11). Budget for tests/networks converters +
+"""Converters of foreign checkpoints (docs/checkpoints.md). Budget for tests/networks converters +
 checkpoint: < 40 s on 2 CPU cores (tiny fixture networks, loaded once per module)."""
 
 from __future__ import annotations

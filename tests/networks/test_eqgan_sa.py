@@ -1,4 +1,4 @@
-"""EqGAN-SA networks: heatmap sampler, heatmap encoder, SEL (spec eqgan_sa.md §2; budget ~15 s)."""
+"""EqGAN-SA networks: heatmap sampler, heatmap encoder, SEL (genforce/eqgan-sa training/networks.py; budget ~15 s)."""
 
 from __future__ import annotations
 

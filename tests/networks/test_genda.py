@@ -50,7 +50,7 @@ def test_adaptor_parameter_count_and_per_layer_action():
     G, _ = _pretrained_tiny()
     shared = AttributeAdaptor.for_generator(G, "shared")
     per_layer = AttributeAdaptor.for_generator(G, "per_layer")
-    assert sum(p.numel() for p in shared.parameters()) == 2 * G.w_dim  # spec §2: 2·512 at full size
+    assert sum(p.numel() for p in shared.parameters()) == 2 * G.w_dim  # 2·512 at full size
     assert sum(p.numel() for p in per_layer.parameters()) == 2 * G.num_ws * G.w_dim
     ws = torch.randn(3, G.num_ws, G.w_dim)
     with torch.no_grad():

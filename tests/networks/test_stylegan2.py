@@ -1,4 +1,4 @@
-"""Tests of networks/stylegan2.py (spec stylegan2_ada.md §1–§5, §11.1, §13). Budget: under 60 s on 2 cores."""
+"""Tests of networks/stylegan2.py vs NVlabs stylegan2-ada-pytorch training/networks.py. Budget: < 60 s on 2 cores."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def _labels(n, c_dim):
     return torch.eye(c_dim)[torch.arange(n) % c_dim] if c_dim > 0 else torch.zeros([n, 0])
 
 
-# ---------------------------------------------------------------- golden parity with the reference (§11.1)
+# ---------------------------------------------------------------- golden parity with the reference
 
 
 def _load_fixture(cfg):
@@ -112,7 +112,7 @@ def test_fixture_parity(cfg):
         torch.testing.assert_close(D(io["d_reals"], c), io["d_logits_reals"], **tol_img)
 
 
-# ---------------------------------------------------------------- shapes, channels, num_ws (§3.1, §4)
+# ---------------------------------------------------------------- shapes, channels, num_ws
 
 
 @pytest.mark.parametrize("architecture", ["orig", "skip", "resnet"])
@@ -165,7 +165,7 @@ def test_discriminator_shapes_and_keys(architecture, res, c_dim):
 
 
 def test_channel_table_and_num_ws_at_full_size():
-    """Spec §3.1 tables: paper256 (fmaps 0.5) and stylegan2 @1024, built on the meta device (no memory)."""
+    """Channel tables: paper256 (fmaps 0.5) and stylegan2 @1024, built on the meta device (no memory)."""
     with torch.device("meta"):
         g256 = sg2.SynthesisNetwork(w_dim=512, img_resolution=256, img_channels=3, channel_base=16384)
         g1024 = sg2.SynthesisNetwork(w_dim=512, img_resolution=1024, img_channels=3, num_fp16_res=4)
@@ -176,7 +176,7 @@ def test_channel_table_and_num_ws_at_full_size():
     assert ch1024 == [512, 512, 512, 512, 512, 256, 128, 64, 32]
     assert (g256.num_ws, g1024.num_ws) == (14, 18)
     assert [r for r in g1024.block_resolutions if getattr(g1024, f"b{r}").use_fp16] == [128, 256, 512, 1024]
-    # D channel walk (§4.2): 256: 3→64, 64→128; 128: →256; 64: →512; then 512.
+    # D channel walk: 256: 3→64, 64→128; 128: →256; 64: →512; then 512.
     assert d256.b256.fromrgb.out_channels == 64 and d256.b256.conv1.out_channels == 128
     assert [getattr(d256, f"b{r}").conv1.out_channels for r in (128, 64, 32, 16, 8)] == [
         256,
@@ -188,7 +188,7 @@ def test_channel_table_and_num_ws_at_full_size():
     assert d256.b4.conv.in_channels == 513 and d256.b4.fc.in_features == 8192
 
 
-# ---------------------------------------------------------------- modulated conv (§3.3, §3.4)
+# ---------------------------------------------------------------- modulated conv (arXiv 1912.04958 Sec. 2.2)
 
 
 @pytest.mark.parametrize("up", [1, 2])
@@ -208,7 +208,7 @@ def test_fused_equals_non_fused(up, demodulate):
 
 
 def test_demodulation_matches_hand_computation():
-    """up=1 fused conv equals per-sample F.conv2d with W'' = W·s·d (§3.3)."""
+    """up=1 fused conv equals per-sample F.conv2d with W'' = W·s·d (arXiv 1912.04958 Eq. 1-3)."""
     gen = torch.Generator().manual_seed(2)
     x = torch.randn([2, 3, 5, 5], generator=gen)
     weight = torch.randn([4, 3, 3, 3], generator=gen)
@@ -222,7 +222,7 @@ def test_demodulation_matches_hand_computation():
 
 
 def test_fp16_prenormalisation_is_scale_free():
-    """fp16 pre-normalisation only rescales before demodulation (§3.3): fp16 result ≈ fp32 result."""
+    """fp16 pre-normalisation only rescales before demodulation: fp16 result ≈ fp32 result."""
     gen = torch.Generator().manual_seed(3)
     x = torch.randn([2, 8, 6, 6], generator=gen)
     weight = torch.randn([8, 8, 3, 3], generator=gen) * 50
@@ -233,7 +233,7 @@ def test_fp16_prenormalisation_is_scale_free():
     torch.testing.assert_close(y16.float(), ref, atol=2e-2, rtol=2e-2)
 
 
-# ---------------------------------------------------------------- noise, mapping, truncation (§2, §3.3)
+# ---------------------------------------------------------------- noise, mapping, truncation
 
 
 def test_noise_modes():
@@ -286,14 +286,14 @@ def test_w_avg_updates_only_with_update_emas():
 
 
 def test_mapping_normalises_z():
-    """z is normalised by its second moment (§2): scaling z changes nothing."""
+    """z is normalised by its second moment: scaling z changes nothing."""
     G = _tiny_g(c_dim=3)
     z = torch.randn([2, 8])
     c = _labels(2, 3)
     torch.testing.assert_close(G.mapping(z, c), G.mapping(7 * z, c))
 
 
-# ---------------------------------------------------------------- discriminator pieces (§4.2, §4.3)
+# ---------------------------------------------------------------- discriminator pieces
 
 
 def test_minibatch_std_strided_groups_hand_computation():
@@ -316,7 +316,7 @@ def test_minibatch_std_strided_groups_hand_computation():
 
 
 def test_conditional_projection():
-    """logit = Σ(out·cmap)/√cmap_dim (§4.2.4): changing only the label changes the logit."""
+    """logit = Σ(out·cmap)/√cmap_dim: changing only the label changes the logit."""
     D = _tiny_d(res=8, c_dim=3).eval()
     img = torch.randn([2, 3, 8, 8])
     a = D(img, torch.eye(3)[[0, 0]])
@@ -341,7 +341,7 @@ def test_freeze_d_layers_become_buffers():
     torch.testing.assert_close(D(img, None), ref(img, None))
 
 
-# ---------------------------------------------------------------- fp16 policy, channels-last (§5)
+# ---------------------------------------------------------------- fp16 policy, channels-last
 
 
 def test_fp16_blocks_run_fp32_on_cpu_and_match():
@@ -368,7 +368,7 @@ def test_fp16_blocks_run_fp32_on_cpu_and_match():
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_fp16_blocks_on_cuda():
-    """On CUDA the top num_fp16_res blocks run fp16 (§5); output fp32 and close to the force_fp32 run."""
+    """On CUDA the top num_fp16_res blocks run fp16; output fp32 and close to the force_fp32 run."""
     G = _tiny_g(num_fp16_res=2, conv_clamp=256).eval().cuda()
     D = _tiny_d(num_fp16_res=2, conv_clamp=256).cuda()
     ws = G.mapping(torch.randn([2, 8], device="cuda"), None)
@@ -456,7 +456,7 @@ def test_bad_inputs_name_the_key():
 
 
 def test_r1_and_path_length_double_backward():
-    """R1 (∂D/∂x) and PL (∂G/∂ws) gradients are themselves differentiable (§6)."""
+    """R1 (∂D/∂x) and PL (∂G/∂ws) gradients are themselves differentiable."""
     G = _tiny_g(res=8).train()
     D = _tiny_d(res=8).train()
     img = torch.randn([2, 3, 8, 8], requires_grad=True)

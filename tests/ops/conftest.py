@@ -32,7 +32,7 @@ def check_fixture_parity(records) -> None:
     from ops.bias_act import bias_act, set_linear_clamp_grad
     from ops.upfirdn2d import upfirdn2d
 
-    set_linear_clamp_grad("mask")  # the fixture's linear+clamp gradient masks (specs/ops.md §3.3)
+    set_linear_clamp_grad("mask")  # the fixture's linear+clamp gradient masks (docs/ops.md "API")
     for rec in records:
         x = rec["x"].clone().requires_grad_()
         if rec["op"] == "upfirdn2d":

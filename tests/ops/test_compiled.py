@@ -1,4 +1,4 @@
-"""Compiled suite_ops kernels vs the reference path on the CPU (specs/ops.md §11.4).
+"""Compiled suite_ops kernels vs the reference path on the CPU (docs/ops.md "Tests").
 
 Values, gradients and second gradients over a grid of shapes/factors/paddings/filters/activations, opcheck,
 gradcheck/gradgradcheck in float64, torch.compile(fullgraph=True), and the golden fixture.
@@ -84,7 +84,7 @@ def test_upfirdn2d_low_precision(dtype):
     torch.testing.assert_close(y.float(), _upfirdn2d_ref(x, f, 2, 1, [2, 1], False, 4.0), atol=3e-2, rtol=3e-2)
 
 
-# Rank-1 2-D filters (the CPU kernel's separable path, specs/ops.md §2.3), chosen so that the split is exact.
+# Rank-1 2-D filters (the CPU kernel's separable path), chosen so that the split is exact.
 RANK1 = {
     "4x4": setup_filter([1, 3, 3, 1]),
     "3x5": torch.tensor([1.0, -2.0, 0.5]).ger(torch.tensor([0.25, 2.0, -1.0, 1.0, 0.5])),
@@ -272,7 +272,7 @@ def test_grid_sample_compiled_matches_reference(use_backend):
 
 
 def test_gradcheck_gradgradcheck_float64(use_backend):
-    """§11.4: gradcheck/gradgradcheck of every compiled op through the public API, small shapes."""
+    """gradcheck/gradgradcheck of every compiled op through the public API, small shapes."""
     use_backend("compiled")
     torch.manual_seed(0)
     x = torch.randn(1, 2, 5, 4, dtype=torch.float64, requires_grad=True)

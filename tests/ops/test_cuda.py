@@ -1,4 +1,4 @@
-"""CUDA side of the ops (specs/ops.md §11.4): nvcc compile check of the .cu sources (when nvcc is on the PATH)
+"""CUDA side of the ops (docs/ops.md "Tests"): nvcc compile check of the .cu sources (when nvcc is on the PATH)
 and GPU parity vs the reference path (skipped without a CUDA device and CUDA-built extension)."""
 
 import os

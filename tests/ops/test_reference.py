@@ -1,4 +1,4 @@
-"""Reference path (the specification) and the Python API: specs/ops.md §2, §3, §5, §6, §11."""
+"""Reference path (the specification) and the Python API (NVlabs stylegan2-ada-pytorch torch_utils/ops)."""
 
 import logging
 
@@ -17,13 +17,13 @@ from tests.ops.conftest import check_fixture_parity
 
 
 def test_fixture_parity_reference(fixture_records, use_backend):
-    """ops_reference.pt comes from NVIDIA's reference path; linear+clamp there masks (specs/ops.md §3.3)."""
+    """ops_reference.pt comes from NVIDIA's reference path; linear+clamp there masks (docs/ops.md "API")."""
     use_backend("ref")
     check_fixture_parity(fixture_records)
 
 
 def test_upfirdn2d_matches_scipy_upfirdn_1d():
-    """Semantics §2.2: up, FIR (true convolution), down == scipy.signal.upfirdn on a separable problem."""
+    """Semantics: up, FIR (true convolution), down == scipy.signal.upfirdn on a separable problem."""
     from scipy.signal import upfirdn
 
     rng = np.random.default_rng(0)
@@ -57,7 +57,7 @@ def test_setup_filter():
     "wrapper,kw,shape", [(upsample2d, {}, (16, 18)), (downsample2d, {}, (4, 4)), (filter2d, {}, (8, 9))]
 )
 def test_wrappers_shapes_and_dc_gain(wrapper, kw, shape):
-    """§2.3: same-size/resampling wrappers keep a constant image constant (unit DC gain) away from borders."""
+    """Same-size/resampling wrappers keep a constant image constant (unit DC gain) away from borders."""
     x = torch.ones(1, 2, 8, 9)
     y = wrapper(x, setup_filter([1, 3, 3, 1]), **kw)
     assert tuple(y.shape[2:]) == shape
@@ -65,7 +65,7 @@ def test_wrappers_shapes_and_dc_gain(wrapper, kw, shape):
 
 
 def test_upsample_padding_of_spec_example():
-    """§2.3: for [1,3,3,1] and factor 2, upsample2d == upfirdn2d(up=2, padding (2,1), gain 4)."""
+    """For [1,3,3,1] and factor 2, upsample2d == upfirdn2d(up=2, padding (2,1), gain 4)."""
     x = torch.randn(1, 1, 5, 6)
     f = setup_filter([1, 3, 3, 1])
     torch.testing.assert_close(upsample2d(x, f), upfirdn2d(x, f, up=2, padding=[2, 1, 2, 1], gain=4))
@@ -93,7 +93,7 @@ def test_upfirdn2d_errors():
 
 
 def test_bias_act_table_defaults():
-    """§3.2: default alpha and gain per activation; order x+b -> act -> gain -> clamp (§3.1)."""
+    """Default alpha and gain per activation; order x+b -> act -> gain -> clamp."""
     x = torch.linspace(-3, 3, 24).reshape(2, 3, 4)
     b = torch.tensor([0.5, -0.25, 0.0])
     xb = x + b.reshape(1, 3, 1)
@@ -128,7 +128,7 @@ def test_bias_act_dim_and_errors():
 
 
 def test_linear_clamp_grad_semantics(use_backend):
-    """§3.3: passthrough lets gradients through clamped values; mask zeroes them."""
+    """Linear + clamp: passthrough lets gradients through clamped values; mask zeroes them."""
     use_backend("ref")
     x = torch.tensor([[-2.0, -0.1, 0.1, 2.0]]).requires_grad_()
     set_linear_clamp_grad("passthrough")
@@ -149,7 +149,7 @@ def test_grid_sample_reference_matches_torch():
 
 
 def test_grid_sample_reference_double_backward():
-    """§6: R1 through ADA needs d/dx of the input gradient; gradgradcheck in float64 (input and grid)."""
+    """R1 through ADA needs d/dx of the input gradient; gradgradcheck in float64 (input and grid)."""
     torch.manual_seed(0)
     x = torch.randn(1, 2, 4, 5, dtype=torch.float64, requires_grad=True)
     grid = (torch.rand(1, 3, 3, 2, dtype=torch.float64) * 2.2 - 1.1).requires_grad_()
@@ -179,7 +179,7 @@ def test_reference_gradgradcheck_upfirdn2d_bias_act():
     ],
 )
 def test_conv2d_resample_fast_paths_equal_generic(k, up, down, padding, groups, flip_weight):
-    """§5: every execution order equals the generic composition upfirdn2d(up) -> conv -> upfirdn2d(down)."""
+    """conv2d_resample: each execution order equals the generic composition upfirdn2d(up) -> conv -> upfirdn2d(down)."""
     torch.manual_seed(0)
     x = torch.randn(2, 4, 8, 8, dtype=torch.float64)
     w = torch.randn(6, 4 // groups, k, k, dtype=torch.float64)
