@@ -122,14 +122,14 @@ def _png_b64(arr: np.ndarray) -> str:
 
 def save_html(
     edits: dict[str, torch.Tensor],
-    alphas: Sequence[float],
+    alphas: Sequence[float | str],
     path: str | Path,
     title: str = "Latent edits",
     size: int | None = 256,
     info: dict | None = None,
 ) -> Path:
     """Self-contained HTML page: one table per direction, rows = samples, columns = α (images embedded as
-    PNG).
+    PNG); a string column header is shown as given (e.g. LoGAN's operation names).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -148,7 +148,7 @@ def save_html(
     for name, images in edits.items():
         arr = to_uint8(images, size)
         parts.append(f"<h2>{html.escape(name)}</h2><table><tr><th>sample</th>")
-        parts.extend(f"<th>&alpha; = {a:+.2f}</th>" for a in alphas)
+        parts.extend(f"<th>{html.escape(a) if isinstance(a, str) else f'&alpha; = {a:+.2f}'}</th>" for a in alphas)
         parts.append("</tr>")
         for i in range(arr.shape[0]):
             cells = "".join(

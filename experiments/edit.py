@@ -1,9 +1,13 @@
-"""Region-based latent directions and edits (LowRankGAN / ReSeFa) on a pretrained generator.
+"""Training-free editing of a pretrained generator: region-based latent directions (LowRankGAN / ReSeFa) and local
+feature editing (LoGAN).
 
     python experiments/edit.py edit=resefa_ffhq_eyes network=stylegan2-ffhq-config-f.pkl
+    python experiments/edit.py edit=resefa_ffhq_eyes network=... method=lowrankgan   # LowRankGAN's defaults
+    python experiments/edit.py edit=logan_bedroom network=stylegan2_bedroom-6fa55a6e.pt
     python experiments/edit.py edit=demo network=tiny_g.pt task=all
 
-Composes ``conf/edit.yaml``; see docs/editing.md and spec lowrankgan_resefa.md §4.
+Composes ``conf/edit.yaml`` (method defaults in ``conf/method/``, presets in ``conf/edit/``); see docs/editing.md
+and docs/logan.md.
 """
 
 from __future__ import annotations
@@ -22,20 +26,35 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from editing.logan_pipeline import run_logan  # noqa: E402
 from editing.pipeline import compute_directions, direction_path, load_directions, run_edits  # noqa: E402
 from editing.regions import region_mask  # noqa: E402
+from editing.scene_masks import PARSERS, CheckpointParser, LabelMapParser, PaletteParser  # noqa: E402
 
 log = logging.getLogger("edit")
 
 TASKS = ("compute_directions", "manipulate", "all")
+METHODS = ("resefa", "lowrankgan", "logan")
 
 
-def load_generator(path: str, key: str, device: str) -> torch.nn.Module:
+def resolve_device(device: str) -> str:
+    """``auto`` → ``cuda`` when a GPU is visible, else ``cpu`` (with a warning: 1024² models take hours)."""
+    if device != "auto":
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    log.warning("device=auto: no CUDA device, running on the CPU")
+    return "cpu"
+
+
+def load_generator(path: str, key: str, device: str, hint: str | None = None) -> torch.nn.Module:
     """The generator ``key`` (default G_ema, else G) of any file ``networks.checkpoint.load_networks``
     reads.
     """
     from networks.checkpoint import load_networks
 
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"network={path} not found" + (f"; {hint}" if hint else ""))
     nets = load_networks(path, device=device)
     G = nets.get(key) or nets.get("G_ema") or nets.get("G")
     if G is None:
@@ -58,26 +77,42 @@ def build_masks(cfg: DictConfig, size: int) -> dict[str, torch.Tensor]:
     return {n: region_mask(name=n, dataset=r.dataset, size=size, base=r.base) for n in r.names}
 
 
-def run(cfg: DictConfig) -> dict:
-    """Compute directions and/or render edits as ``cfg.task`` says; returns what was written."""
+def build_parser(masks: DictConfig, device: str):
+    """The scene parser of ``logan.masks.parser`` (None for boxes only)."""
+    kind = masks.parser
+    if kind not in PARSERS:
+        raise ValueError(f"logan.masks.parser={kind!r}: expected one of {PARSERS}")
+    if kind == "none":
+        return None
+    if kind == "palette":
+        return PaletteParser()
+    if kind == "label_maps":
+        return LabelMapParser(list(masks.label_maps))
+    ck = masks.checkpoint
+    if ck.path is None or ck.module is None:
+        raise ValueError(
+            "logan.masks.parser=checkpoint needs logan.masks.checkpoint.path (a state dict) and "
+            "logan.masks.checkpoint.module ({_target_: <class of the segmentation network>, ...})"
+        )
+    module = hydra.utils.instantiate(ck.module)
+    return CheckpointParser(
+        module,
+        ck.path,
+        input_size=ck.input_size,
+        mean=list(ck.mean),
+        std=list(ck.std),
+        strip_prefix=ck.strip_prefix,
+        device=device,
+    )
+
+
+def run_directions(cfg: DictConfig, G: torch.nn.Module, out_dir: Path, device: str) -> dict:
+    """LowRankGAN / ReSeFa: directions and/or layer-wise edits as ``cfg.task`` says."""
     if cfg.task not in TASKS:
         raise ValueError(f"task={cfg.task!r}: expected one of {TASKS}")
-    out_dir = Path(cfg.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    G = load_generator(cfg.network, cfg.network_key, cfg.device)
     size = cfg.jacobian.size or int(G.img_resolution)
     masks = build_masks(cfg, size)
     result: dict = {}
-    if cfg.wandb.enabled:
-        import wandb
-
-        wandb.init(
-            project=cfg.wandb.project,
-            mode=cfg.wandb.mode,
-            dir=str(out_dir),
-            name=cfg.run_id,
-            config=OmegaConf.to_container(cfg, resolve=True),
-        )
     if cfg.task in ("compute_directions", "all"):
         result["directions"] = compute_directions(
             G,
@@ -87,7 +122,7 @@ def run(cfg: DictConfig) -> dict:
             jacobian=OmegaConf.to_container(cfg.jacobian, resolve=True),
             resefa=OmegaConf.to_container(cfg.resefa, resolve=True),
             lowrank=OmegaConf.to_container(cfg.lowrank, resolve=True),
-            device=cfg.device,
+            device=device,
         )
     if cfg.task in ("manipulate", "all"):
         d = cfg.directions
@@ -116,9 +151,36 @@ def run(cfg: DictConfig) -> dict:
             video=e.video,
             fps=e.fps,
             mask=masks.get(region),
-            device=cfg.device,
+            device=device,
             title=f"{cfg.method} {region} ({path.name})",
         )
+    return result
+
+
+def run(cfg: DictConfig) -> dict:
+    """Run the configured method; returns what was written."""
+    if cfg.method not in METHODS:
+        raise ValueError(f"method={cfg.method!r}: expected one of {METHODS}")
+    out_dir = Path(cfg.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    G = load_generator(cfg.network, cfg.network_key, device, cfg.get("network_hint"))
+    if cfg.wandb.enabled:
+        import wandb
+
+        wandb.init(
+            project=cfg.wandb.project,
+            mode=cfg.wandb.mode,
+            dir=str(out_dir),
+            name=cfg.run_id,
+            config=OmegaConf.to_container(cfg, resolve=True),
+        )
+    if cfg.method == "logan":
+        parser = build_parser(cfg.logan.masks, device)
+        logan_cfg = OmegaConf.to_container(cfg.logan, resolve=True)
+        result = {"logan": run_logan(G, logan_cfg, out_dir / "logan", parser, device, f"LoGAN {cfg.preset}")}
+    else:
+        result = run_directions(cfg, G, out_dir, device)
     if cfg.wandb.enabled:
         import wandb
 

@@ -1,5 +1,5 @@
 """experiments/edit.py end to end on a tiny StyleGAN2 file written with networks.checkpoint.save_networks
-(spec lowrankgan_resefa.md §3.3, §4): direction files, grid PNG, HTML page, video, masked-MSE metrics."""
+(zhujiapeng/resefa manipulate.py outputs): direction files, grid PNG, HTML page, video, masked-MSE metrics."""
 
 from __future__ import annotations
 
@@ -49,18 +49,18 @@ def test_edit_entry_point_writes_grid_html_and_video(network_file, tmp_path):
     assert summary["seconds_per_direction_set"] > 0 and len(summary["regions"]["eyes"]) == 2
     edits = out / "edits" / "eyes"
     with Image.open(edits / "grid_direction_00.png") as im:
-        assert im.size == (5 * 64, 3 * 64)  # 5 alphas x 3 samples at html_size 64
+        assert im.size == (7 * 64, 3 * 64)  # ReSeFa's 7 alphas x the demo's 3 samples at html_size 64
         grid = np.asarray(im)
     assert grid[:, :64].std() > 1  # not blank
     html = (edits / "index.html").read_text()
-    assert html.count("<img") == 15 and "&alpha; = +3.00" in html
+    assert html.count("<img") == 21 and "&alpha; = +10.00" in html
     import av
 
     with av.open(str(edits / "direction_00.mp4")) as container:
         frames = list(container.decode(video=0))
-    assert len(frames) == 8 and frames[0].width == 3 * 64
+    assert len(frames) == 12 and frames[0].width == 3 * 64
     curve = json.loads((edits / "metrics.json").read_text())["direction_00"]
-    assert curve[2]["alpha"] == 0.0 and curve[2]["mse_in"] < 1e-10 and curve[-1]["mse_in"] > 1e-4
+    assert curve[3]["alpha"] == 0.0 and curve[3]["mse_in"] < 1e-10 and curve[-1]["mse_in"] > 1e-4
 
 
 def test_edit_lowrankgan_in_process_with_gif(network_file, tmp_path):
@@ -74,7 +74,6 @@ def test_edit_lowrankgan_in_process_with_gif(network_file, tmp_path):
                 f"network={network_file}",
                 f"output_dir={tmp_path}",
                 "method=lowrankgan",
-                "jacobian.reduce=mean",
                 "jacobian.num_samples=1",
                 "region.box=[128,128,96,96]",
                 "edit.num_samples=2",
@@ -82,6 +81,7 @@ def test_edit_lowrankgan_in_process_with_gif(network_file, tmp_path):
                 "paths.log_dir=" + str(tmp_path),
             ],
         )
+    assert cfg.jacobian.reduce == "mean" and cfg.edit.truncation_psi == 1.0  # the switch carries the defaults
     result = edit.run(cfg)
     entry = result["directions"]["regions"]["box"][0]
     raw, proj = np.load(entry["path"]), np.load(entry["projected_path"])
@@ -89,7 +89,7 @@ def test_edit_lowrankgan_in_process_with_gif(network_file, tmp_path):
     assert np.allclose(np.linalg.norm(proj, axis=1), 1.0)
     gif = tmp_path / "edits" / "box" / "direction_00.gif"
     with Image.open(gif) as im:
-        assert im.n_frames == 8
+        assert im.n_frames == 12
     assert (tmp_path / "edits" / "box" / "index.html").is_file()
 
 
@@ -99,5 +99,8 @@ def test_every_edit_preset_composes(network_file):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         for name in presets:
             cfg = compose("edit", overrides=[f"edit={name}", f"network={network_file}", "output_dir=/tmp/x"])
-            assert cfg.preset == name and len(cfg.edit.layers) >= 1 and cfg.method in ("resefa", "lowrankgan")
-            assert cfg.edit.num_alphas >= 3
+            assert cfg.preset == name and cfg.method in ("resefa", "lowrankgan", "logan")
+            if cfg.method == "logan":
+                assert len(cfg.logan.operations) >= 1 and cfg.logan.masks.parser in ("none", "palette", "checkpoint")
+            else:
+                assert len(cfg.edit.layers) >= 1 and cfg.edit.num_alphas >= 3

@@ -1,5 +1,6 @@
-"""ReSeFa / LowRankGAN factorisations and region masks on planted linear toys (spec lowrankgan_resefa.md §1.4,
-§2.2, §3.2, §4). Budget for tests/editing: under 90 s on 2 cores."""
+"""ReSeFa / LowRankGAN factorisations and region masks on planted linear toys (zhujiapeng/resefa
+compute_direction.py, coordinate.py; zhujiapeng/LowRankGAN RobustPCA.py). Budget for tests/editing: under 90 s on
+2 cores."""
 
 from __future__ import annotations
 

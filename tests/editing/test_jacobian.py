@@ -1,5 +1,5 @@
 """Jacobians (forward vs reverse mode), streamed Grams and layer-wise edits on a tiny random-init StyleGAN2
-(spec lowrankgan_resefa.md §1.3, §1.5, §1.6; 16x16, 16 channels, reference ops)."""
+(arXiv 2202.09649 / 2106.04488; 16x16, 16 channels, reference ops)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Toy generators with NVIDIA's API for the editing tests (spec lowrankgan_resefa.md §4)."""
+"""Toy generators with NVIDIA's API for the editing tests."""
 
 from __future__ import annotations
 
