@@ -1,4 +1,5 @@
-"""LowRankGAN: principal component pursuit + null-space projection (spec lowrankgan_resefa.md §2.2).
+"""LowRankGAN: principal component pursuit + null-space projection (arXiv 2106.04488 Sec. 3;
+zhujiapeng/LowRankGAN ``compute_directions.py``, ``RobustPCA.py``).
 
 PCP (Candès et al.) by the augmented-Lagrangian loop with a fixed penalty, as
 zhujiapeng/LowRankGAN:RobustPCA.py: ``L ← SVT_{1/μ}(M − S + Y/μ)``, ``S ← soft_{λ/μ}(M − L + Y/μ)``, ``Y ← Y +
@@ -53,7 +54,8 @@ def pcp(
     tol: float = 1e-7,
     device: str | torch.device | None = None,
 ) -> PCPResult:
-    """Principal component pursuit ``min ‖L‖_* + λ‖S‖₁ s.t. M = L + S`` (spec §2.2, original constants).
+    """Principal component pursuit ``min ‖L‖_* + λ‖S‖₁ s.t. M = L + S`` (constants of zhujiapeng/LowRankGAN
+    ``RobustPCA.py``).
 
     ``lambda_inv`` falsy gives the class default ``λ = 1/√max(n₁, n₂)``; fractional values are allowed.
     """
@@ -110,8 +112,8 @@ def lowrank_directions(
     num_relax: int = 0,
     device: str | torch.device | None = None,
 ) -> LowRankDirections:
-    """Steps 3–6 of spec §2.2: PCP on A and B, ranks, null basis of L_B (with relaxation), projected
-    directions.
+    """The steps of the original's ``compute_directions.py``: PCP on A and B, ranks, null basis of L_B (with
+    relaxation), projected directions.
     """
     fore = pcp(A, lambda_inv, mu_norm, max_iter, tol, device)
     back = pcp(B, lambda_inv, mu_norm, max_iter, tol, device)

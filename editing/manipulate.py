@@ -1,4 +1,5 @@
-"""Layer-wise linear edits and their visualisation (spec lowrankgan_resefa.md §1.6, §2.2 step 7, §3.3).
+"""Layer-wise linear edits and their visualisation (zhujiapeng/resefa ``manipulate.py``, zhujiapeng/LowRankGAN
+``manipulate.py``).
 
 ``w+ = mapping(z)`` (truncated on the first ``truncation_cutoff`` layers), then ``w+_ℓ ← w+_ℓ + α·n`` on the
 chosen layers only. Outputs: a PNG grid (rows = samples, columns = α), a self-contained HTML page, and a short
@@ -49,7 +50,8 @@ def sample_ws(
 def edit_ws(
     ws: torch.Tensor, direction: np.ndarray | torch.Tensor, layers: Sequence[int], alphas: Sequence[float]
 ) -> torch.Tensor:
-    """``[N, K, num_ws, w_dim]``: ``ws`` with ``α_k·n`` added on ``layers`` (spec §1.6)."""
+    """``[N, K, num_ws, w_dim]``: ``ws`` with ``α_k·n`` added on ``layers`` (both originals edit W+ on chosen
+    layers only)."""
     num_ws, w_dim = ws.shape[1], ws.shape[2]
     n = torch.as_tensor(np.asarray(direction), dtype=ws.dtype, device=ws.device).reshape(-1)
     if n.numel() != w_dim:

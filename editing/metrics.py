@@ -1,4 +1,4 @@
-"""Editing metrics: masked MSE inside/outside the region and time per direction (spec metrics.md §9).
+"""Editing metrics: masked MSE inside/outside the region and time per direction (docs/metrics.md, "Editing").
 
 Suite definition [X]: images mapped to [0, 1] and resized to the mask grid (the Jacobian grid, nearest by
 default); ``MSE_in`` = mean over in-mask pixels and channels of ``(edited − original)²``, ``MSE_out`` likewise

@@ -1,4 +1,4 @@
-"""End-to-end editing pipeline used by ``experiments/edit.py`` (spec lowrankgan_resefa.md §3.3, §2.2, §4).
+"""End-to-end editing pipeline used by ``experiments/edit.py`` (docs/editing.md).
 
 ``compute_directions``: sample z (seed) → Jacobian per sample (forward mode by default) → region Grams →
 per-image factorisation (ReSeFa eigenvectors or LowRankGAN projected directions) → ``.npy`` files named like

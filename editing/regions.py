@@ -1,4 +1,4 @@
-"""Region masks on the Jacobian grid (spec lowrankgan_resefa.md §1.4).
+"""Region masks on the Jacobian grid (zhujiapeng/resefa ``coordinate.py``: boxes on the 256x256 grid).
 
 Boxes are ``[center_row, center_col, height, width]`` on a 256x256 grid. The official indexing
 (zhujiapeng/resefa:coordinate.py) is half-open: rows ``[cr - h//2, cr - h//2 + h)``, columns likewise.
@@ -79,7 +79,7 @@ CELEBAMASK_LABELS: dict[str, int] = {
 
 
 def get_box(name: str, dataset: str = "ffhq") -> tuple[int, int, int, int]:
-    """Look up a named box of the spec's table (§1.4)."""
+    """Look up a named box of the originals' table (``coordinate.py``)."""
     if dataset not in BOXES:
         raise KeyError(f"region.dataset={dataset!r}: expected one of {sorted(BOXES)}")
     boxes = BOXES[dataset]
@@ -115,7 +115,7 @@ def box_bounds(box: Sequence[int], size: int = BASE_SIZE, base: int = BASE_SIZE)
 
 
 def box_mask(box: Sequence[int], size: int = BASE_SIZE, base: int = BASE_SIZE) -> torch.Tensor:
-    """Boolean ``[size, size]`` mask of one box (spec §1.4)."""
+    """Boolean ``[size, size]`` mask of one box, indexed as ``coordinate.py`` does."""
     top, bottom, left, right = box_bounds(box, size, base)
     mask = torch.zeros(size, size, dtype=torch.bool)
     mask[top:bottom, left:right] = True

@@ -1,4 +1,5 @@
-"""ReSeFa: region directions as generalised eigenvectors of (A, B) (spec lowrankgan_resefa.md §3.2).
+"""ReSeFa: region directions as generalised eigenvectors of (A, B) (arXiv 2202.09649 Sec. 3;
+zhujiapeng/resefa ``compute_direction.py``).
 
 Maximise the generalised Rayleigh quotient ``R(n) = nᵀAn / nᵀBn``; stationary points solve ``An = λBn``. The
 suite solves the symmetric-definite problem with ``scipy.linalg.eigh(A, B)`` (``solver='eigh'``);
@@ -24,7 +25,7 @@ def _as_numpy(m: np.ndarray | torch.Tensor, name: str) -> np.ndarray:
 
 
 def fix_signs(directions: np.ndarray) -> np.ndarray:
-    """Flip each row so that its largest-magnitude entry is positive (deterministic sign, spec §3.2)."""
+    """Flip each row so that its largest-magnitude entry is positive (a deterministic sign)."""
     idx = np.abs(directions).argmax(axis=1)
     signs = np.sign(directions[np.arange(directions.shape[0]), idx])
     signs[signs == 0] = 1.0

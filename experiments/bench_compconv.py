@@ -12,18 +12,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from metrics.complexity import count_macs, count_params  # noqa: E402
-from networks.classification_nets import resnet50  # noqa: E402
-from networks.compconv import CompConv2d, convert_model  # noqa: E402
+from metrics.complexity import count_macs, count_params
+from networks.classification_nets import resnet50
+from networks.compconv import CompConv2d, convert_model
 
 
 @torch.no_grad()

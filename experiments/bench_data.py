@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 import zipfile
@@ -20,10 +19,8 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from datamodules.images import ImageDataModule  # noqa: E402
-from experiments.prepare_data import _write  # noqa: E402
+from datamodules.images import ImageDataModule
+from experiments.prepare_data import _write
 
 
 def make_zip(path: Path, n: int, res: int, seed: int = 0) -> None:

@@ -11,17 +11,13 @@ from __future__ import annotations
 import argparse
 import functools
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from datamodules.embedded_actions import EmbeddedActionsDataModule  # noqa: E402
-from lightning_modules.semi_supervised import CMPLModule  # noqa: E402
-from networks.resnet3d import ResNet3d  # noqa: E402
+from datamodules.embedded_actions import EmbeddedActionsDataModule
+from lightning_modules.semi_supervised import CMPLModule
+from networks.resnet3d import ResNet3d
 
 
 def main() -> None:

@@ -15,9 +15,7 @@ import pickle
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from networks.checkpoint import load_networks, save_networks  # noqa: E402
+from networks.checkpoint import load_networks, save_networks
 
 log = logging.getLogger("convert")
 

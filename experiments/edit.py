@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 
 import hydra
@@ -22,14 +21,12 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from editing.logan_pipeline import run_logan
+from editing.pipeline import compute_directions, direction_path, load_directions, run_edits
+from editing.regions import region_mask
+from editing.scene_masks import PARSERS, CheckpointParser, LabelMapParser, PaletteParser
 
-from editing.logan_pipeline import run_logan  # noqa: E402
-from editing.pipeline import compute_directions, direction_path, load_directions, run_edits  # noqa: E402
-from editing.regions import region_mask  # noqa: E402
-from editing.scene_masks import PARSERS, CheckpointParser, LabelMapParser, PaletteParser  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 log = logging.getLogger("edit")
 

@@ -1,4 +1,4 @@
-"""EqGAN-SA heatmap editing: render a grid while a heatmap centre moves (spec eqgan_sa.md §1, §2.1).
+"""EqGAN-SA heatmap editing: render a grid while a heatmap centre moves (arXiv 2112.00718 Sec. 3.1).
 
 Rows are latent seeds, columns the steps of the move (column 0 = the sampled heatmaps unchanged). Moving the
 level-1 centre (``--level b8``, default) moves every level with it (L2/L3 centres are offsets of it); ``--level
@@ -11,15 +11,12 @@ b16|b32 --index k`` moves one centre of that level only.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from networks.eqgan_sa import LEVELS, HeatmapParams  # noqa: E402
-from networks.image_output import save_image_grid, to_uint8  # noqa: E402
+from networks.eqgan_sa import LEVELS, HeatmapParams
+from networks.image_output import save_image_grid, to_uint8
 
 
 def move_centres(

@@ -26,11 +26,9 @@ from typing import Any
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from metrics.detectors import load_detector  # noqa: E402
-from metrics.evaluation import append_jsonl, evaluate_generator  # noqa: E402
-from metrics.protocol import MetricProtocol, load_preset  # noqa: E402
+from metrics.detectors import load_detector
+from metrics.evaluation import append_jsonl, evaluate_generator
+from metrics.protocol import MetricProtocol, load_preset
 
 log = logging.getLogger("evaluate")
 

@@ -53,10 +53,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from datamodules.images import RESIZE_FILTERS, TRANSFORMS, decode_image, open_reader, preprocess  # noqa: E402
-from datamodules.rgbd import (  # noqa: E402
+from datamodules.images import RESIZE_FILTERS, TRANSFORMS, decode_image, open_reader, preprocess
+from datamodules.rgbd import (
     DEPTH_MAX_CODE,
     DEPTH_OFFSET,
     DEPTH_RULES,
@@ -64,8 +62,8 @@ from datamodules.rgbd import (  # noqa: E402
     encode_depth_png,
     encode_depth_uint16,
 )
-from experiments.prepare_data import _write  # noqa: E402
-from metrics.detectors import file_sha256  # noqa: E402
+from experiments.prepare_data import _write
+from metrics.detectors import file_sha256
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

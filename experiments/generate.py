@@ -22,9 +22,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from networks.checkpoint import load_networks  # noqa: E402
+from networks.checkpoint import load_networks
 
 log = logging.getLogger("generate")
 

@@ -18,22 +18,19 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from datamodules.embedded_indoor import CLASS_ID, render_room
+from editing.logan_pipeline import run_logan
+from editing.manipulate import sample_z
+from editing.scene_masks import PaletteParser
+from networks.stylegan2 import Generator
 
-from datamodules.embedded_indoor import CLASS_ID, render_room  # noqa: E402
-from editing.logan_pipeline import run_logan  # noqa: E402
-from editing.manipulate import sample_z  # noqa: E402
-from editing.scene_masks import PaletteParser  # noqa: E402
-from networks.stylegan2 import Generator  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def preset(num_samples: int, size: int) -> dict:

@@ -3,7 +3,8 @@
     python experiments/prepare_data.py --source ~/ffhq/images1024x1024 --dest data/ffhq256.zip \
         --resolution 256 --resize-filter box
 
-Output (stylegan2_ada.md §10): uncompressed zip, PNG (compression 0) at ``00000/img00000000.png``, and
+Output (NVlabs stylegan2-ada-pytorch ``dataset_tool.py``): uncompressed zip, PNG (compression 0) at
+``00000/img00000000.png``, and
 ``dataset.json`` (``{"labels": [[name, label], ...]}`` when the source has labels, else ``null``). Zip
 entries carry a fixed timestamp and attributes, so a rerun gives byte-identical output. Undecodable images
 are skipped and counted by reason; the count is printed at the end. Every image is converted to ``--channels``
@@ -24,10 +25,8 @@ from pathlib import Path
 import PIL.Image
 from rich.progress import Progress
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from datamodules.base import select_subset  # noqa: E402
-from datamodules.images import (  # noqa: E402
+from datamodules.base import select_subset
+from datamodules.images import (
     GRAY_MODES,
     RESIZE_FILTERS,
     TRANSFORMS,

@@ -29,12 +29,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from datamodules.video_io import write_video  # noqa: E402
-from experiments.generate import check_device, finite_float, parse_range, positive_int  # noqa: E402
-from networks.checkpoint import load_networks  # noqa: E402
-from networks.image_output import save_image_grid, to_uint8  # noqa: E402
+from datamodules.video_io import write_video
+from experiments.generate import check_device, finite_float, parse_range, positive_int
+from networks.checkpoint import load_networks
+from networks.image_output import save_image_grid, to_uint8
 
 log = logging.getLogger("render")
 MODES = ("video", "grid", "swap", "mesh")

@@ -28,11 +28,8 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # method -> (experiment, extra overrides); "{p}" is replaced by --fixed-p.
 FIXED_P = ["model.insgen.ada_linear=false", "model.ada=null", "model.augment_p={p}"]

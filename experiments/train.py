@@ -16,9 +16,7 @@ import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from experiments.resume import (  # noqa: E402
+from experiments.resume import (
     ResumeError,
     check_argument_types,
     check_config,
@@ -27,9 +25,9 @@ from experiments.resume import (  # noqa: E402
     find_checkpoint,
     keep_previous_metrics,
 )
-from lightning_modules.callbacks.checkpointing import ApplyConfiguredOptimizerSettings, RunConfigRecord  # noqa: E402
-from lightning_modules.config import check_keys  # noqa: E402
-from lightning_modules.presets import register_resolvers  # noqa: E402
+from lightning_modules.callbacks.checkpointing import ApplyConfiguredOptimizerSettings, RunConfigRecord
+from lightning_modules.config import check_keys
+from lightning_modules.presets import register_resolvers
 
 log = logging.getLogger("train")
 register_resolvers()
@@ -64,7 +62,8 @@ def run_config(cfg: DictConfig) -> dict:
 
 
 def check_launch(cfg: DictConfig) -> None:
-    """Multirun + the subprocess DDP launcher relaunches the sweep or hangs (pitfalls §8): refuse it."""
+    """Multirun + the subprocess DDP launcher relaunches the sweep or hangs (Lightning-AI/pytorch-lightning#15737):
+    refuse it."""
     from hydra.core.hydra_config import HydraConfig
 
     strategy = cfg.trainer.get("strategy")
