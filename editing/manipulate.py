@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from networks.image_output import save_image_grid, to_hwc, to_uint8
+
 log = logging.getLogger(__name__)
 
 
@@ -90,7 +92,7 @@ def edit_images(
     return render(G, edit_ws(ws, direction, layers, alphas), noise_mode, batch)
 
 
-def to_uint8(images: torch.Tensor, size: int | None = None) -> np.ndarray:
+def display_array(images: torch.Tensor, size: int | None = None) -> np.ndarray:
     """``[..., C, H, W]`` in [-1, 1] -> ``[..., H, W, 3]`` uint8 (grayscale repeated), resized to ``size``."""
     lead = images.shape[:-3]
     x = images.reshape(-1, *images.shape[-3:]).float()
@@ -98,22 +100,14 @@ def to_uint8(images: torch.Tensor, size: int | None = None) -> np.ndarray:
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     if x.shape[1] == 1:
         x = x.repeat(1, 3, 1, 1)
-    x = ((x[:, :3] + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
-    return x.reshape(*lead, *x.shape[1:]).cpu().numpy()
-
-
-def grid_array(images: torch.Tensor, size: int | None = None) -> np.ndarray:
-    """``[N, K, C, H, W]`` -> one ``[N·H, K·W, 3]`` uint8 grid (rows samples, columns steps)."""
-    arr = to_uint8(images, size)
-    n, k, h, w, c = arr.shape
-    return arr.transpose(0, 2, 1, 3, 4).reshape(n * h, k * w, c)
+    x = to_hwc(to_uint8(x[:, :3]))
+    return x.reshape(*lead, *x.shape[1:])
 
 
 def save_grid(images: torch.Tensor, path: str | Path, size: int | None = None) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(grid_array(images, size)).save(path)
-    return path
+    """``[N, K, C, H, W]`` -> one PNG grid (rows samples, columns steps)."""
+    arr = torch.from_numpy(display_array(images, size)).movedim(-1, -3)
+    return save_image_grid(arr.flatten(0, 1), path, tuple(images.shape[:2]))
 
 
 def _png_b64(arr: np.ndarray) -> str:
@@ -148,7 +142,7 @@ def save_html(
         )
         parts.append("</ul>")
     for name, images in edits.items():
-        arr = to_uint8(images, size)
+        arr = display_array(images, size)
         parts.append(f"<h2>{html.escape(name)}</h2><table><tr><th>sample</th>")
         parts.extend(f"<th>{html.escape(a) if isinstance(a, str) else f'&alpha; = {a:+.2f}'}</th>" for a in alphas)
         parts.append("</tr>")
@@ -165,7 +159,7 @@ def save_html(
 
 def video_frames(images: torch.Tensor, size: int | None = None) -> list[np.ndarray]:
     """Frames sweeping α forth and back; each frame tiles the samples side by side (even sides for H.264)."""
-    arr = to_uint8(images, size)  # [N, K, H, W, 3]
+    arr = display_array(images, size)  # [N, K, H, W, 3]
     n, k, h, w, c = arr.shape
     tiles = arr.transpose(1, 2, 0, 3, 4).reshape(k, h, n * w, c)
     tiles = tiles[:, : h - h % 2, : (n * w) - (n * w) % 2]

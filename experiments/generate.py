@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from tqdm import tqdm
 
 from networks.checkpoint import load_networks
+from networks.image_output import save_image_grid, to_uint8
 
 log = logging.getLogger("generate")
 
@@ -126,26 +126,6 @@ def labels(G, class_idx: int | None, n: int, device) -> torch.Tensor | None:
     return c
 
 
-def to_uint8(img: torch.Tensor) -> np.ndarray:
-    """[N, C, H, W] in [-1, 1] → uint8 [N, H, W, C], NVlabs quantisation (x·127.5 + 128, clamped)."""
-    return (img.permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8).cpu().numpy()
-
-
-def grid(images: np.ndarray) -> np.ndarray:
-    """Tile [N, H, W, C] into a near-square grid (black padding)."""
-    n, h, w, c = images.shape
-    cols = math.ceil(math.sqrt(n))
-    rows = math.ceil(n / cols)
-    out = np.zeros([rows * h, cols * w, c], dtype=images.dtype)
-    for i, im in enumerate(images):
-        out[(i // cols) * h : (i // cols + 1) * h, (i % cols) * w : (i % cols + 1) * w] = im
-    return out
-
-
-def save_png(array: np.ndarray, path: Path) -> None:
-    Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array).save(path)
-
-
 @torch.no_grad()
 def main(argv=None) -> int:
     args = parse_args(argv)
@@ -172,11 +152,11 @@ def main(argv=None) -> int:
             )
         if args.save_array:
             raw.append(img.float().cpu().numpy())
-        batch = to_uint8(img)
+        batch = to_uint8(img, quantize="nvidia").cpu()
         for name, im in zip(names[start : start + args.batch], batch):
-            save_png(im, args.outdir / name)
+            save_image_grid(im[None], args.outdir / name, (1, 1))
         pngs.append(batch)
-    save_png(grid(np.concatenate(pngs)), args.outdir / "grid.png")
+    save_image_grid(torch.cat(pngs), args.outdir / "grid.png")
     if args.save_array:
         np.save(args.outdir / "images.npy", np.concatenate(raw).astype(np.float32))
     log.info("wrote %d images + grid.png to %s", len(z), args.outdir)

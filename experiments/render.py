@@ -32,7 +32,7 @@ from tqdm import tqdm
 from datamodules.video_io import write_video
 from experiments.generate import check_device, finite_float, parse_range, positive_int
 from networks.checkpoint import load_networks
-from networks.image_output import save_image_grid, to_uint8
+from networks.image_output import save_image_grid, to_hwc, to_uint8
 
 log = logging.getLogger("render")
 MODES = ("video", "grid", "swap", "mesh")
@@ -140,7 +140,7 @@ def make_videos(G, args) -> list[Path]:
         ws = mapped_ws(G, args, [seed])
         frames = []
         for yaw, pitch in tqdm(trajectory(G, args), desc=f"seed {seed}", unit="frame", leave=False):
-            frames.append(to_uint8(render(G, args, ws, yaw, pitch), quantize="nvidia")[0].permute(1, 2, 0).numpy())
+            frames.append(to_hwc(to_uint8(render(G, args, ws, yaw, pitch), quantize="nvidia")[0]))
         path = args.outdir / f"seed{seed:04d}_{args.trajectory}.mp4"
         write_video(str(path), np.stack(frames), fps=args.fps, codec=codec)
         paths.append(path)

@@ -31,10 +31,11 @@ from torch.utils.data import Dataset
 from torchmetrics import Metric
 
 from metrics.detectors import detector_info
-from metrics.evaluation import _dist, no_tf32, prepare_reals, to_uint8
+from metrics.evaluation import _dist, no_tf32, prepare_reals
 from metrics.fid import FID
 from metrics.protocol import MetricProtocol
 from networks.depth_warp import DEFAULT_FOCAL, DEFAULT_Z_OFFSET, rotation_warp
+from networks.image_output import to_uint8
 
 CHANNELS = ("rgb", "depth")
 
@@ -43,7 +44,7 @@ def depth_to_uint8(depth: torch.Tensor) -> torch.Tensor:
     """Normalised depth [N, 1, H, W] (or the depth channel of RGB-D [N, 4, H, W]) -> uint8 [N, 1, H, W]."""
     if depth.ndim != 4 or depth.shape[1] not in (1, 4):
         raise ValueError(f"depth_to_uint8: expected [N, 1, H, W] depth or [N, 4, H, W] RGB-D, got {list(depth.shape)}")
-    return to_uint8(depth[:, -1:])
+    return to_uint8(depth[:, -1:], quantize="nvidia")
 
 
 class RGBDView(Dataset):
@@ -67,7 +68,7 @@ class RGBDView(Dataset):
         if x.ndim != 3 or x.shape[0] != 4 or not x.is_floating_point():
             raise ValueError(f"RGBDView: expected float RGB-D items [4, H, W], got {x.dtype} {list(x.shape)}")
         x = x[None, :3] if self.channels == "rgb" else x[None, 3:]
-        return to_uint8(x)[0], c
+        return to_uint8(x, quantize="nvidia")[0], c
 
     def identity(self) -> dict[str, Any]:
         return {**self.dataset.identity(), "modality": self.channels, "quantisation": "clamp(x*127.5+128) uint8"}
@@ -210,7 +211,7 @@ def evaluate_depthgan(
                 for rgb, depth, _yaw in depthgan_fakes(
                     G, proto.n_fake, batch_size, proto.seed, device, False, proto.truncation_psi, proto.noise_mode
                 ):
-                    metric.update(to_uint8(rgb) if channels == "rgb" else depth, real=False)
+                    metric.update(to_uint8(rgb, quantize="nvidia") if channels == "rgb" else depth, real=False)
                 record = proto.record(**detector_info(metric.detector), **info, modality=channels, **common)
                 record["seconds"] = round(time.time() - t0, 2)
                 out.append({"name": proto.name, "results": {proto.name: float(metric.compute())}, "protocol": record})

@@ -28,6 +28,7 @@ from metrics.fid import FID
 from metrics.kid import KID
 from metrics.pr import PrecisionRecall
 from metrics.protocol import MetricProtocol
+from networks.image_output import to_uint8
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +64,6 @@ def build_metric(protocol: MetricProtocol, detector: nn.Module) -> FeatureMetric
     return PrecisionRecall(detector, k=protocol.pr_k)
 
 
-def to_uint8(img: torch.Tensor) -> torch.Tensor:
-    """Generator output [-1, 1] -> uint8 as NVIDIA's metric_utils: clamp(x*127.5 + 128, 0, 255), truncated."""
-    return (img * 127.5 + 128).clamp(0, 255).to(torch.uint8)
-
-
 def fake_batches(
     G: nn.Module, protocol: MetricProtocol, batch_size: int, device: torch.device, labels: Callable | None
 ) -> Iterator[torch.Tensor]:
@@ -89,7 +85,7 @@ def fake_batches(
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(int(torch.randint(1 << 62, [1], generator=gen)))
             img = G(z, c, truncation_psi=protocol.truncation_psi, noise_mode=protocol.noise_mode)
-        yield to_uint8(img)
+        yield to_uint8(img, quantize="nvidia")
 
 
 def real_batches(dataset, n_real: int | None, batch_size: int, num_workers: int) -> Iterator[torch.Tensor]:

@@ -21,7 +21,7 @@ QUANTISATIONS = ("nvidia", "round")
 
 
 def to_uint8(img: torch.Tensor, drange: tuple[float, float] = (-1.0, 1.0), quantize: str = "round") -> torch.Tensor:
-    """Images in ``drange`` -> uint8 [N, C, H, W] on the CPU with the named quantisation (module docstring)."""
+    """Images in ``drange`` -> uint8 [N, C, H, W] on their device with the named quantisation (module docstring)."""
     if quantize not in QUANTISATIONS:
         raise ValueError(f"to_uint8: quantize must be one of {QUANTISATIONS}, got {quantize!r}")
     lo, hi = drange
@@ -29,8 +29,13 @@ def to_uint8(img: torch.Tensor, drange: tuple[float, float] = (-1.0, 1.0), quant
     if quantize == "nvidia":
         if (lo, hi) != (-1.0, 1.0):
             raise ValueError(f"to_uint8: the 'nvidia' quantisation is defined for drange (-1, 1), got {drange}")
-        return (x * 127.5 + 128).clamp(0, 255).to(torch.uint8).cpu()
-    return ((x - lo) * (255 / (hi - lo))).round().clamp(0, 255).to(torch.uint8).cpu()
+        return (x * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+    return ((x - lo) * (255 / (hi - lo))).round().clamp(0, 255).to(torch.uint8)
+
+
+def to_hwc(images: torch.Tensor) -> np.ndarray:
+    """uint8 [..., C, H, W] -> numpy [..., H, W, C] on the host (for PIL, video encoders, HTML)."""
+    return images.movedim(-3, -1).cpu().numpy()
 
 
 def make_grid(images: torch.Tensor, grid: tuple[int, int] | None = None) -> np.ndarray:
@@ -43,6 +48,7 @@ def make_grid(images: torch.Tensor, grid: tuple[int, int] | None = None) -> np.n
         cols = int(np.ceil(np.sqrt(n)))
         grid = (int(np.ceil(n / cols)), cols)
     rows, cols = grid
+    images = images.cpu()
     canvas = torch.zeros([c, rows * h, cols * w], dtype=torch.uint8)
     for i in range(min(n, rows * cols)):
         r, k = divmod(i, cols)
