@@ -31,11 +31,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from datamodules.one_shot import augment_batch
-from lightning_modules.config import check_range, parse_block
+from lightning_modules.config import check_choice, check_range, parse_block
 from lightning_modules.gan import GANModule, RealBatch
 from lightning_modules.phases import OptimizerSpec, Phase, PhaseOutput
 from networks.checkpoint import BundlePart
-from networks.genda import AdaptedGenerator, AttributeAdaptor, AttributeClassifier, discriminator_features
+from networks.genda import (
+    GRANULARITIES,
+    AdaptedGenerator,
+    AttributeAdaptor,
+    AttributeClassifier,
+    discriminator_features,
+)
 from networks.image_output import save_image_grid, to_uint8
 
 log = logging.getLogger(__name__)
@@ -58,6 +64,28 @@ class FakeAugmentConfig:
 
     def __post_init__(self):
         check_range("model.fake_augment.translate", self.translate, 0, 0.5)
+
+
+@dataclasses.dataclass
+class AdaptorConfig:
+    """``model.adaptor``: ``granularity`` ``shared`` (one (a, b) for all layers, W) | ``per_layer`` (W+) [M]."""
+
+    granularity: str = "shared"
+
+    def __post_init__(self):
+        check_choice("model.adaptor.granularity", self.granularity, GRANULARITIES)
+
+
+@dataclasses.dataclass
+class ClassifierConfig:
+    """``model.classifier``: the D tap it reads (``feature``), ``depth`` FC layers, their width [X]."""
+
+    feature: str = "b8"
+    depth: int = 1
+    hidden_features: int | None = None
+
+    def __post_init__(self):
+        check_range("model.classifier.depth", self.depth, low=1)
 
 
 def mean_pairwise_distance(img: torch.Tensor) -> torch.Tensor:
@@ -133,10 +161,12 @@ class GenDAModule(GANModule):
         self.fake_augment = parse_block("model.fake_augment", FakeAugmentConfig, fake_augment)
         self.G.requires_grad_(False).eval()
         self.D.requires_grad_(False).eval()
-        self.G_ema = AdaptedGenerator(self.G, AttributeAdaptor.for_generator(self.G, **dict(adaptor or {})))
+        adaptor_cfg = parse_block("model.adaptor", AdaptorConfig, adaptor)
+        classifier_cfg = parse_block("model.classifier", ClassifierConfig, classifier)
+        self.G_ema = AdaptedGenerator(self.G, AttributeAdaptor.for_generator(self.G, **dataclasses.asdict(adaptor_cfg)))
         with torch.random.fork_rng(devices=[]):  # the head's initialisation depends on the seed only
             torch.manual_seed(self.hparams.seed)
-            self.classifier = AttributeClassifier.for_discriminator(self.D, **dict(classifier or {}))
+            self.classifier = AttributeClassifier.for_discriminator(self.D, **dataclasses.asdict(classifier_cfg))
         self.phases = [
             Phase("classifier", ("classifier",), self.classifier_loss),
             Phase("adaptor", ("adaptor",), self.adaptor_loss),

@@ -216,3 +216,12 @@ def test_fakes_get_the_reference_augmentation_before_d(source_file, monkeypatch)
             mirrored = [torch.equal(a, b.flip(2)) for a, b in zip(shown, fakes)]
             assert all(s or m for s, m in zip(same, mirrored)), loss.__name__
             assert any(mirrored) == enabled and all(same) == (not enabled), loss.__name__
+
+
+def test_nested_blocks_refuse_unknown_keys_naming_them(source_file):
+    from lightning_modules.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"model\.adaptor\.granularty"):
+        make_module(source_file, adaptor={"granularty": "shared"})
+    with pytest.raises(ConfigError, match=r"model\.classifier\.depth"):
+        make_module(source_file, classifier={"depth": 0})
