@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
 from pytorch_lightning.callbacks import ModelCheckpoint
+
+from experiments.compose import compose_experiment, instantiate_datamodule, instantiate_module
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,16 +34,12 @@ def _scalars(metrics: dict) -> dict[str, float]:
 
 def run(method: str, seed: int, epochs: int, overrides: list[str], out_dir: Path) -> dict[str, float]:
     """Train one method from its demo experiment, test its best-validation checkpoint; metrics plus timing."""
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(
-            "train",
-            overrides=[f"experiment={method}_demo", f"seed={seed}", f"trainer.max_epochs={epochs}", *overrides],
-        )
+    cfg = compose_experiment(f"{method}_demo", [f"seed={seed}", f"trainer.max_epochs={epochs}", *overrides])
     run_dir = out_dir / f"{method}_seed{seed}"
     shutil.rmtree(run_dir, ignore_errors=True)
     pl.seed_everything(seed, workers=True)
-    dm = instantiate(cfg.data)
-    model = instantiate(cfg.model, _convert_="partial")
+    dm = instantiate_datamodule(cfg)
+    model = instantiate_module(cfg)
     best = ModelCheckpoint(dirpath=run_dir, filename="best", monitor="val/top1", mode="max", save_top_k=1)
     trainer = pl.Trainer(
         accelerator="cpu", max_epochs=epochs, logger=False, callbacks=[best], enable_progress_bar=False,

@@ -43,15 +43,12 @@ METHODS = {
 
 
 def build(experiment: str, extra: list[str], kimg: float, seed: int):
-    import hydra
-    from hydra import compose, initialize_config_dir
+    from experiments.compose import compose_experiment, instantiate_datamodule, instantiate_module
 
-    conf = Path(__file__).resolve().parents[1] / "conf"
-    overrides = [f"experiment={experiment}", "data.max_images=100", f"model.total_kimg={kimg}", f"seed={seed}"]
+    overrides = ["data.max_images=100", f"model.total_kimg={kimg}", f"seed={seed}"]
     overrides += ["model.sample_grid=[4,8]", "model.sample_every_kimg=1e9", *extra]
-    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
-    return hydra.utils.instantiate(cfg.data), hydra.utils.instantiate(cfg.model, _convert_="partial")
+    cfg = compose_experiment(experiment, overrides)
+    return instantiate_datamodule(cfg), instantiate_module(cfg)
 
 
 def train_and_evaluate(method: str, kimg: float, seed: int, out: Path, n_fake: int, fixed_p: float) -> dict:
