@@ -23,8 +23,6 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 
 from experiments.compose import compose_experiment, instantiate_datamodule, instantiate_module
 
-ROOT = Path(__file__).resolve().parents[1]
-
 METHODS = ("supervised", "fixmatch", "cmpl")
 
 
