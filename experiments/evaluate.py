@@ -9,7 +9,8 @@ snapshots). ``--data`` is a dataset path (folder / zip / LMDB) or ``embedded:fac
 NOT comparable to papers). Each result is printed and appended with its protocol record to ``--out``.
 ``--di N`` adds EqGAN-SA's disequilibrium indicator of the file's G and D on N reals of ``--di-data`` (default
 ``--data``; pass held-out images where they exist), ``metrics.disequilibrium.evaluate_dataset_di``; ``--metrics ''``
-skips the FID-type metrics.
+skips the FID-type metrics. ``--reprojection N`` adds the 3-D consistency of a VolumeGAN generator on N seeded latents
+(``metrics.reprojection.evaluate_reprojection``: reprojection error of rendered depth and colour between two views).
 """
 
 from __future__ import annotations
@@ -95,6 +96,26 @@ def disequilibrium(nets: dict, args: argparse.Namespace) -> dict[str, Any]:
     return evaluate_dataset_di(G, D, reals, args.di, args.batch, args.di_seed, reals=data, generator=args.di_generator)
 
 
+def reprojection(G: nn.Module, args: argparse.Namespace) -> dict[str, Any]:
+    """3-D consistency of a volume-rendering generator on ``--reprojection`` seeded latents (docs/metrics.md)."""
+    from metrics.reprojection import evaluate_reprojection
+
+    if not hasattr(getattr(G, "synthesis", None), "render_features"):
+        raise ValueError(f"{args.network}: --reprojection needs a VolumeGAN generator, got {type(G).__name__}")
+    deltas = (5.0, 10.0, 15.0)
+    results = evaluate_reprojection(G, n_samples=args.reprojection, yaw_deltas_deg=deltas, batch_size=args.batch)
+    protocol = {
+        "metric": "reprojection",
+        "n_samples": args.reprojection,
+        "yaw_deltas_deg": list(deltas),
+        "truncation_psi": 1.0,
+        "noise_mode": "const",
+        "seed": 0,
+        "design": "qiuyu96/Carver metrics/reprojection_error.py, backward bilinear sampling (docs/metrics.md)",
+    }
+    return {"name": "reprojection", "results": results, "protocol": protocol}
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--network", required=True, help="checkpoint / network file (networks.checkpoint)")
@@ -114,6 +135,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--di-data", default=None, help="reals of the DI (held-out set; default: --data)")
     ap.add_argument("--di-generator", choices=["G", "G_ema"], default="G", help="DI fakes: G (D's opponent)")
     ap.add_argument("--di-seed", type=int, default=0)
+    ap.add_argument("--reprojection", type=int, default=0, help="VolumeGAN 3-D consistency on N latents (0: off)")
     return ap.parse_args(argv)
 
 
@@ -156,6 +178,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     )
     if args.di:
         results.append(disequilibrium(nets, args))
+    if args.reprojection:
+        results.append(reprojection(G, args))
     for r in results:
         r["protocol"] = {"network": str(args.network), "generator": args.generator, **r["protocol"]}
         append_jsonl(out, r)

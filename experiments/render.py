@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
 import pickle
 import sys
@@ -33,6 +32,7 @@ from datamodules.video_io import write_video
 from experiments.generate import check_device, finite_float, parse_range, positive_int
 from networks.checkpoint import load_networks
 from networks.image_output import save_image_grid, to_hwc, to_uint8
+from networks.volume_rendering import camera_trajectory
 
 log = logging.getLogger("render")
 MODES = ("video", "grid", "swap", "mesh")
@@ -121,16 +121,9 @@ def render(G, args, ws: torch.Tensor, yaw, pitch, extras: bool = False):
 def trajectory(G, args) -> list[tuple[float, float]]:
     """(yaw, pitch) per frame: a sine sweep of one angle, or the original's orbit (both at once)."""
     cam = G.synthesis.camera
-    out = []
-    for t in np.linspace(0, 1, args.frames, endpoint=False):
-        s, c = math.sin(2 * math.pi * t), math.cos(2 * math.pi * t)
-        yaw = cam["yaw_mean"] + (args.yaw_range * s if args.trajectory in ("yaw", "orbit") else 0)
-        pitch = (
-            cam["pitch_mean"]
-            + {"yaw": 0, "pitch": args.pitch_range * s, "orbit": args.pitch_range * c}[args.trajectory]
-        )
-        out.append((yaw, pitch))
-    return out
+    return camera_trajectory(
+        args.trajectory, cam["yaw_mean"], cam["pitch_mean"], args.yaw_range, args.pitch_range, args.frames
+    )
 
 
 def make_videos(G, args) -> list[Path]:

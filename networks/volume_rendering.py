@@ -61,6 +61,26 @@ def sample_camera_angles(
     return yaw, pitch
 
 
+TRAJECTORIES = ("yaw", "pitch", "orbit")
+
+
+def camera_trajectory(
+    kind: str, yaw_mean: float, pitch_mean: float, yaw_range: float, pitch_range: float, frames: int
+) -> list[tuple[float, float]]:
+    """(yaw, pitch) per frame of one closed loop, t = i / frames: ``yaw``: yaw_mean + yaw_range sin(2 pi t);
+    ``pitch``: pitch_mean + pitch_range sin(2 pi t); ``orbit``: both, the pitch with cos (genforce/volumegan
+    ``render.py``, ``trajectory_type='orbit'``)."""
+    if kind not in TRAJECTORIES:
+        raise ValueError(f"camera trajectory: expected one of {TRAJECTORIES}, got {kind!r}")
+    out = []
+    for i in range(frames):
+        s, c = math.sin(2 * math.pi * i / frames), math.cos(2 * math.pi * i / frames)
+        yaw = yaw_mean + (yaw_range * s if kind in ("yaw", "orbit") else 0.0)
+        pitch = pitch_mean + {"yaw": 0.0, "pitch": pitch_range * s, "orbit": pitch_range * c}[kind]
+        out.append((yaw, pitch))
+    return out
+
+
 def camera_to_world(yaw: torch.Tensor, pitch: torch.Tensor, radius: float = 1.0) -> torch.Tensor:
     """[N, 4, 4] camera-to-world matrices looking at the origin (``create_cam2world_matrix``)."""
     pos = radius * torch.stack(

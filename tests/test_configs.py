@@ -30,7 +30,7 @@ def test_experiment_composes_and_instantiates(name):
     assert cfg.task_name, f"experiment {name} has no task_name"
     datamodule = hydra.utils.instantiate(cfg.data)
     assert datamodule is not None
-    if name.startswith(("stylegan2_ada", "insgen", "eqgan", "genda", "depthgan")) and "1024" not in name:
+    if name.startswith(("stylegan2_ada", "insgen", "eqgan", "genda", "depthgan", "volumegan")) and "1024" not in name:
         model = hydra.utils.instantiate(cfg.model, _convert_="partial")
         assert sum(p.numel() for p in model.parameters()) > 0
     for cb in (cfg.get("callbacks") or {}).values():

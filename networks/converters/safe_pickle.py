@@ -65,7 +65,8 @@ class UnsafePickleError(pickle.UnpicklingError):
 
 
 class EasyDict(dict):
-    """Stand-in for ``dnnlib.EasyDict`` / ``dnnlib.util.EasyDict``: a dict with attribute access."""
+    """Stand-in for ``dnnlib.EasyDict`` / ``dnnlib.util.EasyDict`` / ``easydict.EasyDict``: a dict with attribute
+    access (a pickled ``easydict.EasyDict`` also restores its ``__dict__`` copy of the items: plain data)."""
 
     def __getattr__(self, name):
         try:
@@ -327,6 +328,7 @@ _SAFE_GLOBALS = {
     ("torch_utils.persistence", "_reconstruct_persistent_obj"): _reconstruct_persistent_obj,
     ("dnnlib.util", "EasyDict"): EasyDict,
     ("dnnlib", "EasyDict"): EasyDict,
+    ("easydict", "EasyDict"): EasyDict,  # Hammer's model_kwargs_init / configs (runners/base_runner.py save)
     ("dnnlib.tflib.network", "Network"): TFNetwork,
     ("numpy", "ndarray"): _NUMPY_NDARRAY,
     ("numpy", "dtype"): _NumpyDType,

@@ -376,3 +376,46 @@ def test_fp16_quirk_layout_and_cpu_fallback():
     assert G.init_kwargs["fp16_quirk"] is True and VolumeGANGenerator(**TINY_G).synthesis.renderer.b16.use_fp16 is False
     img = _render(G, G.mapping(torch.randn(2, 16), None))
     assert img.dtype == torch.float32 and bool(torch.isfinite(img).all())  # fp16 only on CUDA
+
+
+@torch.no_grad()
+def test_hammer_checkpoint_with_easydict_settings_loads_without_running_code(nets, tmp_path, monkeypatch):
+    """Hammer's runner saves ``model_kwargs_init`` as ``easydict.EasyDict`` (items plus a ``__dict__`` copy of
+    them, pickled with NEWOBJ + SETITEMS + BUILD). The file is written with a class of that shape under that name;
+    the restricted reader maps the name to its data-only stand-in and never imports ``easydict``."""
+    import pickle
+    import sys
+    import types
+
+    class EasyDict(dict):
+        """The shape of easydict.EasyDict: every item is also an attribute, nested dicts become EasyDicts."""
+
+        def __init__(self, d=None):
+            super().__init__()
+            for k, v in (d or {}).items():
+                setattr(self, k, v)
+
+        def __setattr__(self, name, value):
+            if isinstance(value, dict) and not isinstance(value, EasyDict):
+                value = EasyDict(value)
+            super().__setattr__(name, value)
+            super().__setitem__(name, value)
+
+    EasyDict.__module__, EasyDict.__qualname__ = "easydict", "EasyDict"
+    module = types.ModuleType("easydict")
+    module.EasyDict = EasyDict
+    monkeypatch.setitem(sys.modules, "easydict", module)
+    G, D = nets
+    ckpt = _hammer_checkpoint(G, D)
+    ckpt["model_kwargs_init"] = EasyDict(ckpt["model_kwargs_init"])
+    assert isinstance(ckpt["model_kwargs_init"].generator.ps_cfg, EasyDict)
+    path = tmp_path / "volumegan-easydict.pth"
+    torch.save(ckpt, path)
+    monkeypatch.delitem(sys.modules, "easydict")
+    with pytest.raises(pickle.UnpicklingError, match="easydict"):
+        torch.load(path, weights_only=True)  # the class name is in the file
+    back = load_networks(path)
+    assert "easydict" not in sys.modules
+    assert back["G_ema"].synthesis.camera == G.synthesis.camera
+    ws = G.mapping(torch.randn(2, 16), None)
+    torch.testing.assert_close(_render(back["G_ema"], ws, lod=0.5), _render(G, ws, lod=0.5), atol=0, rtol=0)
