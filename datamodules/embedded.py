@@ -1,7 +1,8 @@
 """Embedded real datasets shipped inside installed packages: the offline default of every 2D pipeline.
 
 - ``faces``: ``skimage.data.lfw_subset()`` — the first 100 of its 200 images are LFW faces (25x25 grayscale);
-  the other 100 are background crops and are NOT used. Resized to ``resolution`` and replicated to 3 channels.
+  the other 100 are background crops and are NOT used. Resized to ``resolution``; gray, or replicated to 3 channels
+  (``num_channels``, default 3).
 - ``digits``: ``sklearn.datasets.load_digits()`` — 1797 8x8 digits (values 0..16 scaled to 0..255), 1 channel,
   10 classes (one-hot labels with ``use_labels=true``).
 
@@ -52,9 +53,15 @@ class EmbeddedImageDataset(ImageDataset):
         max_images: int | None = None,
         seed: int = 0,
         resize_filter: str = "lanczos",
+        channels: int | None = None,
     ) -> None:
         raw, classes = load_embedded(name)
-        channels = 3 if name == "faces" else 1
+        if channels is None:
+            channels = 3 if name == "faces" else 1
+        if channels not in (1, 3):
+            raise ValueError(
+                f"data.num_channels for embedded {name!r} must be 1 or 3 (gray, or gray as RGB), got {channels}"
+            )
         imgs = [preprocess(im[:, :, None], resolution, "none", resize_filter) for im in raw]
         self._images = np.stack([np.repeat(im, channels, axis=2) for im in imgs])
         self.resize_filter = resize_filter
@@ -102,7 +109,9 @@ class EmbeddedImageDataModule(GANDataModule):
         if name not in EMBEDDED:
             raise ValueError(f"data.name must be one of {EMBEDDED}, got {name!r}")
         self.name = name
-        self.kwargs = dict(resolution=resolution, use_labels=use_labels, resize_filter=resize_filter)
+        self.kwargs = dict(
+            resolution=resolution, use_labels=use_labels, resize_filter=resize_filter, channels=num_channels
+        )
         self.xflip, self.max_images, self.subset_seed = xflip, max_images, subset_seed
 
     def build_dataset(self, full: bool) -> EmbeddedImageDataset:

@@ -34,6 +34,7 @@ log = logging.getLogger("train")
 RESUME_FREE_KEYS = (
     "ckpt_path",
     "print_config",
+    "cpu_threads",
     "resume_config_changes",
     "run_id",
     "task_name",

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.resume import (
@@ -89,6 +90,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     ops.bias_act.set_linear_clamp_grad(cfg.ops.linear_clamp_grad)
     check_launch(cfg)
     check_argument_types(cfg)
+    threads = cfg.get("cpu_threads")
+    if threads is not None:
+        if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+            raise ValueError(f"cpu_threads must be a positive integer or null, got {threads!r}")
+        torch.set_num_threads(threads)
     if cfg.get("print_config"):
         log.info("config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
     output_dir = Path(cfg.paths.output_dir)

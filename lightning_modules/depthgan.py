@@ -342,9 +342,8 @@ class DepthGANMetrics(MetricsCallback):
     Args:
         fid_rgb / fid_depth: :class:`~metrics.protocol.MetricProtocol` dicts (``metric: fid``) or None.
         roteval: :class:`~metrics.depthgan.RotEvalProtocol` dict or None.
-        every_kimg, detectors_dir, cache_dir, detector, batch_size, num_workers, at_train_end: as
+        every_kimg, detectors_dir, cache_dir, detector, batch_size, num_workers, at_train_end, at_train_start: as
             :class:`MetricsCallback` (``detector`` overrides the FIDs' detector).
-        at_train_start: also evaluate when a fresh run starts (kimg 0: the before of a before/after).
     """
 
     def __init__(
@@ -361,7 +360,9 @@ class DepthGANMetrics(MetricsCallback):
         at_train_end: bool = True,
         at_train_start: bool = False,
     ) -> None:
-        super().__init__([], every_kimg, detectors_dir, cache_dir, None, batch_size, num_workers, at_train_end)
+        super().__init__(
+            [], every_kimg, detectors_dir, cache_dir, None, batch_size, num_workers, at_train_end, at_train_start
+        )
         self.fid_rgb = self._fid("fid_rgb", fid_rgb, detector)
         self.fid_depth = self._fid("fid_depth", fid_depth, detector)
         try:
@@ -375,11 +376,6 @@ class DepthGANMetrics(MetricsCallback):
             raise ConfigError("metrics.fid_rgb.reference and metrics.fid_depth.reference must be the same set")
         if not all(p.use_ema for p in (self.fid_rgb, self.fid_depth, self.roteval) if p):
             raise ConfigError("metrics: DepthGANMetrics evaluates G_ema; set use_ema: true in every protocol")
-        self.at_train_start = at_train_start
-
-    def on_train_start(self, trainer, pl_module) -> None:
-        if self.at_train_start and pl_module.progress.seen_img == 0:
-            self.evaluate(trainer, pl_module)
 
     @staticmethod
     def _fid(key: str, given: dict | None, detector: str | None) -> MetricProtocol | None:

@@ -5,6 +5,8 @@
 - ``nvidia_vgg16``: NVIDIA's TorchScript ``vgg16.pt`` (4096-d features) for precision/recall ``pr50k3_full``.
 - ``random-cnn``: a tiny randomly initialised, seeded CNN for tests and offline smoke runs. Its numbers are
   NOT comparable to any paper; the protocol record says so.
+- ``pixels``: the image's brightness, area-averaged to 8x8: a distance between image layouts that needs no network
+  (the embedded demo's quality curve). NOT comparable to any paper either.
 
 Nothing is downloaded: a missing file raises an error saying where to put it.
 """
@@ -103,12 +105,40 @@ class RandomCNNFeatures(nn.Module):
         return x.mean(dim=(2, 3))
 
 
+class PixelFeatures(nn.Module):
+    """Pixels as features: uint8 -> [-1, 1] -> mean over channels -> area average to ``size`` x ``size``, flattened.
+
+    Sensitive to where light and dark sit in the image (a face's eyes, mouth, outline), which the global statistics of
+    a random CNN are not; a stand-in for a trained detector where none can be loaded, not a replacement.
+    """
+
+    def __init__(self, size: int = 8) -> None:
+        super().__init__()
+        self.size = size
+        self.num_features = size * size
+        self.info = {
+            "detector": "pixels",
+            "detector_file": None,
+            "detector_sha256": None,
+            "detector_note": f"brightness area-averaged to {size}x{size}: NOT comparable to papers",
+        }
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.float().mean(dim=1, keepdim=True) / 127.5 - 1
+        return nn.functional.adaptive_avg_pool2d(x, self.size).flatten(1)
+
+
 def load_detector(name: str, detectors_dir: str | os.PathLike | None = None, path: str | None = None) -> nn.Module:
     """Detector by name from ``detectors_dir`` (or an explicit ``path``); ``random-cnn`` needs no file."""
     if name == "random-cnn":
         return RandomCNNFeatures()
+    if name == "pixels":
+        return PixelFeatures()
     if name not in DETECTOR_FILES:
-        raise ValueError(f"unknown detector {name!r}; expected one of {sorted(DETECTOR_FILES)} or 'random-cnn'")
+        raise ValueError(
+            f"unknown detector {name!r}; expected one of {sorted(DETECTOR_FILES)}, 'random-cnn' or 'pixels'"
+        )
     fname, dim, url = DETECTOR_FILES[name]
     if path is None:
         if detectors_dir is None:

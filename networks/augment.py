@@ -1,13 +1,13 @@
-"""Adaptive discriminator augmentation: augmentation pipe and adaptive-p rule (specs/stylegan2_ada.md §8).
+"""Adaptive discriminator augmentation: augmentation pipe and adaptive-p rule (arXiv 2006.06676, Sec. 3, Appendix B).
 
-``AugmentPipe`` applies, per sample, the geometric, colour, filtering, noise and cutout ops of §8.2, each
-with probability ``multiplier * p``; ``p`` is a buffer, there are no learnable parameters. The pipe is
-differentiable with respect to the input images to second order (R1 is taken through it, §6), because the
-geometric path uses ``ops.grid_sample.grid_sample`` and ``ops.upfirdn2d``.
+``AugmentPipe`` applies, per sample, the geometric, colour, filtering, noise and cutout ops of arXiv 2006.06676
+Appendix B, each with probability ``multiplier * p``; ``p`` is a buffer, there are no learnable parameters. The
+pipe is differentiable with respect to the input images to second order (R1 is taken through it, NVIDIA
+``training/loss.py``), because the geometric path uses ``ops.grid_sample.grid_sample`` and ``ops.upfirdn2d``.
 
 Randomness: every per-sample parameter is drawn with ``torch.rand``/``torch.randn`` on the images' device,
 from the ``generator`` passed to ``forward``/``sample_params`` or, when it is None, from the global torch RNG
-of that device (seeded per rank by the trainer, §14).
+of that device (seeded per rank by the trainer, docs/architecture.md).
 
 The p controller of ADA is a training rule: ``lightning_modules/controllers.py``.
 """
@@ -25,7 +25,7 @@ from torch import nn
 from ops.grid_sample import grid_sample
 from ops.upfirdn2d import downsample2d, setup_filter, upsample2d
 
-# Symlet low-pass decomposition filters (PyWavelets ``Wavelet(name).dec_lo``), used by §8.2.
+# Symlet low-pass decomposition filters (PyWavelets ``Wavelet(name).dec_lo``), used by NVIDIA ``training/augment.py``.
 SYM2 = (-0.12940952255092145, 0.22414386804185735, 0.836516303737469, 0.48296291314469025)
 SYM6 = (
     0.015404109327027373,
@@ -46,7 +46,7 @@ _BLIT = dict(xflip=1, rotate90=1, xint=1)
 _GEOM = dict(scale=1, rotate=1, aniso=1, xfrac=1)
 _COLOR = dict(brightness=1, contrast=1, lumaflip=1, hue=1, saturation=1)
 
-#: Augpipe presets of stylegan2-ada ``train.py`` (§8.2): op multipliers passed to ``AugmentPipe``.
+#: Augpipe presets of stylegan2-ada ``train.py`` (``augpipe_specs``): op multipliers passed to ``AugmentPipe``.
 AUGPIPE_PRESETS: dict[str, dict[str, float]] = {
     "blit": dict(_BLIT),
     "geom": dict(_GEOM),
@@ -61,12 +61,14 @@ AUGPIPE_PRESETS: dict[str, dict[str, float]] = {
     "bgcfnc": {**_BLIT, **_GEOM, **_COLOR, "imgfilter": 1, "noise": 1, "cutout": 1},
 }
 
-#: Expected power of the four filter bands, lowest band first (1/f spectrum, §8.2).
+#: Expected power of the four filter bands, lowest band first (1/f spectrum, NVIDIA ``training/augment.py``).
 FILTER_BAND_POWER = (10 / 13, 1 / 13, 1 / 13, 1 / 13)
 
 
 def filter_bank(lowpass=SYM2, num_bands: int = 4) -> np.ndarray:
-    """Zero-phase band-pass filters [num_bands, taps] of a dyadic decomposition, lowest band first (§8.2).
+    """Zero-phase band-pass filters [num_bands, taps] of a dyadic decomposition, lowest band first.
+
+    As ``Hz_fbank`` of NVIDIA ``training/augment.py``.
 
     With the low-pass ``H(z)`` of an orthogonal wavelet, ``L(z) = H(z)H(1/z)/2`` and ``B(z) = H(-z)H(-1/z)/2``
     satisfy ``L + B = 1``; band ``k`` is ``B`` at scale ``2^k`` followed by the coarser low-passes, so the
@@ -111,7 +113,7 @@ def _rotate2d(theta: torch.Tensor) -> torch.Tensor:
 
 
 class AugmentPipe(nn.Module):
-    """ADA augmentation pipe (§8.2, NVIDIA ``training/augment.py``).
+    """ADA augmentation pipe (arXiv 2006.06676 Appendix B, NVIDIA ``training/augment.py``).
 
     Op order: blit+geom, colour, filter, noise, cutout. Each op argument (``xflip`` … ``cutout``) is a
     probability multiplier: the op fires per sample with probability ``multiplier * p``. The
@@ -201,7 +203,9 @@ class AugmentPipe(nn.Module):
 
     @classmethod
     def from_preset(cls, name: str = "bgc", **overrides) -> AugmentPipe:
-        """Pipe of a preset of ``AUGPIPE_PRESETS`` (§8.2); ``overrides`` replace or add constructor args."""
+        """Pipe of a preset of ``AUGPIPE_PRESETS`` (NVIDIA ``train.py``); ``overrides`` replace or add
+        constructor args.
+        """
         if name not in AUGPIPE_PRESETS:
             raise ValueError(
                 f"AugmentPipe.from_preset: unknown preset {name!r}, expected one of {list(AUGPIPE_PRESETS)}"
@@ -233,7 +237,7 @@ class AugmentPipe(nn.Module):
         device=None,
         generator: torch.Generator | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Draw the per-sample parameters of every enabled op group (§8.2).
+        """Draw the per-sample parameters of every enabled op group (arXiv 2006.06676 Appendix B).
 
         Returns a dict with the keys of the enabled groups: ``geom`` [B, 3, 3] inverse affine (output pixel ->
         input pixel, centred pixel coordinates), ``color`` [B, 4, 4], ``filter`` [B, 4] band gains, ``noise``
@@ -352,14 +356,16 @@ class AugmentPipe(nn.Module):
 
     # ---------------------------------------------------------------------------------------------- applying
     def forward(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Augment ``images`` [N, C, H, W] with freshly drawn parameters (§8.1)."""
+        """Augment ``images`` [N, C, H, W] with freshly drawn parameters (NVIDIA ``AugmentPipe.forward``)."""
         if not (isinstance(images, torch.Tensor) and images.ndim == 4):
             raise ValueError(f"AugmentPipe: expected images [N, C, H, W], got {getattr(images, 'shape', type(images))}")
         n, c, h, w = images.shape
         return self.apply(images, self.sample_params(n, c, h, w, device=images.device, generator=generator))
 
     def apply(self, images: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Apply parameters from ``sample_params`` in the order of §8.2 (differentiable w.r.t. ``images``)."""
+        """Apply parameters from ``sample_params`` in the order of NVIDIA ``training/augment.py``
+        (differentiable w.r.t. ``images``).
+        """
         if "geom" in params:
             images = self._apply_geometry(images, params["geom"])
         if "color" in params:
@@ -373,7 +379,9 @@ class AugmentPipe(nn.Module):
         return images
 
     def _apply_geometry(self, images: torch.Tensor, G_inv: torch.Tensor) -> torch.Tensor:
-        """Reflect-pad, 2x sym6 upsample, bilinear grid_sample, 2x sym6 downsample, crop (§8.2)."""
+        """Reflect-pad, 2x sym6 upsample, bilinear grid_sample, 2x sym6 downsample, crop (NVIDIA
+        ``training/augment.py``).
+        """
         B, C, H, W = images.shape
         device = images.device
         G_inv = G_inv.to(device=device, dtype=torch.float32)
@@ -407,7 +415,9 @@ class AugmentPipe(nn.Module):
 
     @staticmethod
     def _apply_color(images: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
-        """Per-pixel affine colour transform with the 4x4 matrix; grayscale uses the averaged rows (§8.2)."""
+        """Per-pixel affine colour transform with the 4x4 matrix; grayscale uses the averaged rows (NVIDIA
+        ``training/augment.py``).
+        """
         B, C, H, W = images.shape
         M = M.to(images.dtype)
         flat = images.reshape(B, C, H * W)
@@ -421,7 +431,7 @@ class AugmentPipe(nn.Module):
         return flat.reshape(B, C, H, W)
 
     def _apply_filter(self, images: torch.Tensor, gains: torch.Tensor) -> torch.Tensor:
-        """Separable per-sample filter sum_k g_k * band_k with reflect padding (§8.2)."""
+        """Separable per-sample filter sum_k g_k * band_k with reflect padding (NVIDIA ``training/augment.py``)."""
         B, C, H, W = images.shape
         taps = self.Hz_fbank.shape[1]
         half = taps // 2

@@ -1,4 +1,4 @@
-"""Custom ops: compiled ``suite_ops`` extension + pure-PyTorch reference path (specs/ops.md §11).
+"""Custom ops: compiled ``suite_ops`` extension + pure-PyTorch reference path (docs/ops.md).
 
 Importing this package never compiles anything; the extension ``ops._C`` is built by ``pip install -e .``.
 """

@@ -1,4 +1,4 @@
-"""Backend switch ``auto | compiled | ref`` for the custom ops (specs/ops.md §11.3).
+"""Backend switch ``auto | compiled | ref`` for the custom ops (docs/ops.md, Backends).
 
 - ``ref``: the pure-PyTorch reference path everywhere (the specification).
 - ``compiled``: the registered ``suite_ops`` operators of the ahead-of-time built extension ``ops._C``;

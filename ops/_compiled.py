@@ -1,4 +1,4 @@
-"""Python side of the ``suite_ops`` operators: fake kernels and autograd (specs/ops.md §11.1).
+"""Python side of the ``suite_ops`` operators: fake kernels and autograd (docs/ops.md).
 
 Importing this module imports the ahead-of-time built ``ops._C`` (ImportError when it is not built) and
 registers, for each operator, a fake (meta) kernel so ``torch.compile`` traces it, and an autograd formula
@@ -59,7 +59,7 @@ torch.library.register_autograd("suite_ops::upfirdn2d", _upfirdn2d_backward, set
 
 # ----------------------------------------------------------------------------------------------- bias_act
 
-_HAS_2ND_GRAD = {4, 5, 6, 7, 8, 9}  # tanh, sigmoid, elu, selu, softplus, swish (specs/ops.md §3.2)
+_HAS_2ND_GRAD = {4, 5, 6, 7, 8, 9}  # tanh, sigmoid, elu, selu, softplus, swish (NVIDIA bias_act.py has_2nd_grad)
 _NEEDS_X = {9}  # swish's derivative needs x + b
 
 
@@ -102,7 +102,7 @@ def _bias_act_backward(ctx, d_out):
             d_b = _reduce_bias(d_x, dim) if ctx.has_b and ctx.needs_input_grad[1] else None
         return (d_dy, d_b, d_x, None, None) + none7
     raise RuntimeError(
-        "suite_ops::bias_act supports first and second derivatives only (specs/ops.md §3.3); use the 'ref' "
+        "suite_ops::bias_act supports first and second derivatives only (docs/ops.md); use the 'ref' "
         "backend for third-order gradients"
     )
 
@@ -196,7 +196,7 @@ def _grid_sample_bwd_backward(ctx, gg_input, gg_grid):
     if ctx.needs_input_grad[2] or (gg_grid is not None and gg_grid.numel() > 0):
         raise RuntimeError(
             "suite_ops::grid_sample_2d: second derivatives are implemented with respect to the input only "
-            "(specs/ops.md §6); the grid must not require grad here. Use the 'ref' backend otherwise."
+            "(docs/ops.md); the grid must not require grad here. Use the 'ref' backend otherwise."
         )
     d_grad_out = lib.grid_sample_2d(gg_input, grid) if gg_input is not None and ctx.needs_input_grad[0] else None
     return d_grad_out, None, None, None, None

@@ -1,7 +1,7 @@
-"""bias_act: fused bias + activation + gain + clamp (specs/ops.md §3).
+"""bias_act: fused bias + activation + gain + clamp (NVlabs stylegan2-ada-pytorch ``torch_utils/ops/bias_act.py``).
 
-Order: ``x + b -> act(., alpha) -> * gain -> clamp to [-clamp, clamp]``. Defaults per activation are the
-spec's table (§3.2). The gradient of ``act='linear'`` with a clamp follows ``linear_clamp_grad`` (§3.3):
+Order: ``x + b -> act(., alpha) -> * gain -> clamp to [-clamp, clamp]``. Defaults per activation are NVIDIA's
+``activation_funcs``. The gradient of ``act='linear'`` with a clamp follows ``linear_clamp_grad`` (docs/ops.md):
 ``passthrough`` (default; what the authors' CUDA runs did: gradients flow through clamped values) or
 ``mask`` (gradient zero where the output was clamped, the NVIDIA reference path). Both backends implement the
 selected semantics.
@@ -21,7 +21,7 @@ from ops import _backend
 
 @dataclass(frozen=True)
 class ActSpec:
-    """One row of the activation table (specs/ops.md §3.2)."""
+    """One row of the activation table (NVIDIA ``activation_funcs``)."""
 
     name: str
     def_alpha: float
@@ -56,7 +56,7 @@ def set_linear_clamp_grad(mode: str) -> None:
 
 
 def get_linear_clamp_grad() -> str:
-    """The active linear+clamp gradient semantics (specs/ops.md §3.3)."""
+    """The active linear+clamp gradient semantics (docs/ops.md)."""
     return _linear_clamp_grad["mode"]
 
 
@@ -91,7 +91,7 @@ def _resolve(act, alpha, gain, clamp) -> tuple[ActSpec, float, float, float]:
 
 
 def _bias_act_ref(x, b=None, dim=1, act="linear", alpha=None, gain=None, clamp=None) -> torch.Tensor:
-    """Reference path (specs/ops.md §3.1): plain PyTorch, differentiable to any order."""
+    """Reference path (NVIDIA ``_bias_act_ref``): plain PyTorch, differentiable to any order."""
     spec, alpha, gain, clamp = _resolve(act, alpha, gain, clamp)
     if b is not None:
         x = x + b.reshape([-1 if i == dim else 1 for i in range(x.ndim)])
@@ -109,7 +109,7 @@ def _bias_act_ref(x, b=None, dim=1, act="linear", alpha=None, gain=None, clamp=N
 def _bias_act_compiled(x, b, dim, spec: ActSpec, alpha, gain, clamp) -> torch.Tensor:
     # The backward masks clamped elements by the saved output, so save it whenever clamping (NVIDIA
     # does not for swish, letting gradients through clamped values); linear + clamp follows
-    # linear_clamp_grad (§3.3).
+    # linear_clamp_grad (docs/ops.md).
     passthrough = spec.name == "linear" and get_linear_clamp_grad() == "passthrough"
     save_y = spec.ref == "y" or (clamp >= 0 and not passthrough)
     piecewise_linear = spec.name in ("relu", "lrelu") or (spec.name == "linear" and save_y)
@@ -137,7 +137,7 @@ def _masked_path(x: torch.Tensor) -> bool:
 
 
 def bias_act(x, b=None, dim=1, act="linear", alpha=None, gain=None, clamp=None) -> torch.Tensor:
-    """Fused ``clamp(act(x + b, alpha) * gain)`` with the defaults of specs/ops.md §3.2."""
+    """Fused ``clamp(act(x + b, alpha) * gain)`` with the defaults of NVIDIA ``activation_funcs``."""
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
         raise ValueError(f"bias_act: x must be a floating-point tensor, got {getattr(x, 'dtype', type(x))}")
     if clamp is not None and clamp < 0:

@@ -1,4 +1,4 @@
-"""conv2d_resample: 2-D convolution with optional up/downsampling (specs/ops.md §5).
+"""conv2d_resample: 2-D convolution with optional up/downsampling (NVlabs stylegan2-ada-pytorch ``conv2d_resample.py``).
 
 A pure composition of ``F.conv2d``/``F.conv_transpose2d`` (native double backward, so no conv2d_gradfix) and
 ``upfirdn2d``; it has no kernel of its own. ``padding`` is relative to the upsampled image and applied once.
@@ -36,7 +36,7 @@ def _check(x, w, f, up, down, groups) -> None:
 
 
 def _adjusted_padding(f, up, down, padding) -> list[int]:
-    """Padding adjustment for up/down (specs/ops.md §5)."""
+    """Padding adjustment for up/down (NVIDIA ``conv2d_resample``)."""
     fw, fh = _up._get_filter_size(f)
     px0, px1, py0, py1 = _up._parse_padding(padding)
     if up > 1:
@@ -49,7 +49,7 @@ def _adjusted_padding(f, up, down, padding) -> list[int]:
 
 
 def conv2d_resample_generic(x, w, f=None, up=1, down=1, padding=0, groups=1, flip_weight=True, flip_filter=False):
-    """The generic composition of specs/ops.md §5 (last row): upfirdn2d(up) -> conv -> upfirdn2d(down).
+    """The generic composition of NVIDIA ``conv2d_resample`` (its fallback): upfirdn2d(up) -> conv -> upfirdn2d(down).
 
     Every fast path of ``conv2d_resample`` must equal this (tests/ops/test_conv2d_resample.py).
     """
@@ -63,7 +63,7 @@ def conv2d_resample_generic(x, w, f=None, up=1, down=1, padding=0, groups=1, fli
 
 
 def conv2d_resample(x, w, f=None, up=1, down=1, padding=0, groups=1, flip_weight=True, flip_filter=False):
-    """Convolve ``x`` with ``w`` [O, I/groups, kh, kw], resampling with the FIR ``f`` (specs/ops.md §5)."""
+    """Convolve ``x`` with ``w`` [O, I/groups, kh, kw], resampling with the FIR ``f`` (NVIDIA ``conv2d_resample``)."""
     _check(x, w, f, up, down, groups)
     out_ch, in_ch_per_group, kh, kw = w.shape
     px0, px1, py0, py1 = _adjusted_padding(f, up, down, padding)

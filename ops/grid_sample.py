@@ -1,7 +1,7 @@
-"""Bilinear ``grid_sample`` (zeros padding, align_corners=False) with double backward (ops.md §6, §11.5).
+"""Bilinear ``grid_sample`` (zeros padding, align_corners=False) with double backward (docs/ops.md).
 
 Needed because ATen's ``grid_sampler_2d_backward`` has no derivative (pytorch/pytorch#34704), while R1 through
-ADA's geometric augmentation differentiates twice (specs/stylegan2_ada.md §8.3).
+ADA's geometric augmentation differentiates twice (NVlabs stylegan2-ada-pytorch ``grid_sample_gradfix.py``).
 
 - Reference path: a gather-based bilinear sampler in plain PyTorch, differentiable to any order with respect
   to both ``input`` and ``grid``.

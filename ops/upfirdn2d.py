@@ -1,4 +1,4 @@
-"""upfirdn2d: upsample, pad, FIR-filter and downsample a batch of 2-D images (specs/ops.md §2).
+"""upfirdn2d: upsample, pad, FIR-filter and downsample a batch of 2-D images (NVlabs stylegan2-ada-pytorch).
 
 NVIDIA's argument conventions (stylegan2-ada-pytorch ``torch_utils/ops/upfirdn2d.py``): ``up``/``down`` are an
 int or ``[x, y]``; ``padding`` is an int, ``[px, py]`` or ``[x0, x1, y0, y1]`` relative to the upsampled image
@@ -29,7 +29,7 @@ def _parse_scaling(scaling) -> tuple[int, int]:
 
 
 def _parse_padding(padding) -> tuple[int, int, int, int]:
-    """NVIDIA padding convention only (specs/ops.md §8, §11.6): int, [x, y] or [x0, x1, y0, y1]."""
+    """NVIDIA padding convention only (``_parse_padding`` of NVIDIA's upfirdn2d.py): int, [x, y] or [x0, x1, y0, y1]."""
     if isinstance(padding, int):
         padding = [padding, padding]
     if not (isinstance(padding, (list, tuple)) and all(isinstance(p, int) for p in padding)):
@@ -56,7 +56,7 @@ def _get_filter_size(f: torch.Tensor | None) -> tuple[int, int]:
 
 
 def setup_filter(f, device=None, normalize=True, flip_filter=False, gain=1, separable=None) -> torch.Tensor:
-    """Prepare a FIR filter as float32 (specs/ops.md §2.3).
+    """Prepare a FIR filter as float32 (NVIDIA ``setup_filter``).
 
     A 1-D filter stays separable only when ``separable`` is True, or when it is None and the filter has
     at least 8 taps; otherwise it becomes the outer product. ``normalize`` makes the DC gain 1;
@@ -84,7 +84,7 @@ def setup_filter(f, device=None, normalize=True, flip_filter=False, gain=1, sepa
 
 
 def _upfirdn2d_ref(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1) -> torch.Tensor:
-    """Reference path (specs/ops.md §2.2, §2.4): zero insertion, pad/crop, depthwise conv, strided slicing."""
+    """Reference path (NVIDIA ``_upfirdn2d_ref``): zero insertion, pad/crop, depthwise conv, strided slicing."""
     if f is None:
         f = torch.ones([1, 1], dtype=torch.float32, device=x.device)
     n, c, in_h, in_w = x.shape
@@ -129,12 +129,12 @@ def _upfirdn2d_compiled(x, f, up, down, padding, flip_filter, gain) -> torch.Ten
 
 
 def upfirdn2d(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1) -> torch.Tensor:
-    """Upsample (zero insertion), pad, convolve with ``f``, downsample ``x`` [N, C, H, W] (ops.md §2)."""
+    """Upsample (zero insertion), pad, convolve with ``f``, downsample ``x`` [N, C, H, W] (NVIDIA ``upfirdn2d``)."""
     if not (isinstance(x, torch.Tensor) and x.ndim == 4):
         raise ValueError(f"upfirdn2d: x must be a 4-D [N, C, H, W] tensor, got {getattr(x, 'shape', type(x))}")
     fw, fh = _get_filter_size(f)
     if f is not None and f.requires_grad:
-        raise ValueError("upfirdn2d: no gradient with respect to the filter f (specs/ops.md §2.1)")
+        raise ValueError("upfirdn2d: no gradient with respect to the filter f (as NVIDIA's upfirdn2d)")
     upx, upy = _parse_scaling(up)
     downx, downy = _parse_scaling(down)
     padx0, padx1, pady0, pady1 = _parse_padding(padding)
@@ -151,7 +151,7 @@ def upfirdn2d(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1) -> torch
 
 
 def filter2d(x, f, padding=0, flip_filter=False, gain=1) -> torch.Tensor:
-    """Same-size filtering; padding adds fw//2, (fw-1)//2 per axis (specs/ops.md §2.3)."""
+    """Same-size filtering; padding adds fw//2, (fw-1)//2 per axis (NVIDIA ``filter2d``)."""
     padx0, padx1, pady0, pady1 = _parse_padding(padding)
     fw, fh = _get_filter_size(f)
     p = [padx0 + fw // 2, padx1 + (fw - 1) // 2, pady0 + fh // 2, pady1 + (fh - 1) // 2]
@@ -159,7 +159,7 @@ def filter2d(x, f, padding=0, flip_filter=False, gain=1) -> torch.Tensor:
 
 
 def upsample2d(x, f, up=2, padding=0, flip_filter=False, gain=1) -> torch.Tensor:
-    """Upsample by ``up``, gain ``gain * upx * upy`` compensating the inserted zeros (specs/ops.md §2.3)."""
+    """Upsample by ``up``, gain ``gain * upx * upy`` compensating the inserted zeros (NVIDIA ``upsample2d``)."""
     upx, upy = _parse_scaling(up)
     padx0, padx1, pady0, pady1 = _parse_padding(padding)
     fw, fh = _get_filter_size(f)
@@ -173,7 +173,7 @@ def upsample2d(x, f, up=2, padding=0, flip_filter=False, gain=1) -> torch.Tensor
 
 
 def downsample2d(x, f, down=2, padding=0, flip_filter=False, gain=1) -> torch.Tensor:
-    """Downsample by ``down`` after low-pass filtering (specs/ops.md §2.3)."""
+    """Downsample by ``down`` after low-pass filtering (NVIDIA ``downsample2d``)."""
     downx, downy = _parse_scaling(down)
     padx0, padx1, pady0, pady1 = _parse_padding(padding)
     fw, fh = _get_filter_size(f)

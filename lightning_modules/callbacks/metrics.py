@@ -2,7 +2,8 @@
 
 Reads ``pl_module.progress.seen_img`` and evaluates ``pl_module.G_ema`` (``z_dim``/``c_dim``) on all ranks (``compute``
 syncs; never rank-zero-only). Numbers go to every logger as ``metrics/<name>`` with ``kimg``, to
-``callback_metrics`` (for sweeps), and with their full protocol record to ``<run dir>/metric-<name>.jsonl``.
+``callback_metrics`` (for sweeps), and with their full protocol record to ``<run dir>/metric-<name>.jsonl``, whose
+curve is redrawn to ``metric-<name>.png`` after every evaluation (metrics/plots.py).
 The detectors live in this callback, never in the LightningModule, so checkpoints stay free of them; the
 callback's own checkpoint state is only the last evaluated tick.
 """
@@ -18,6 +19,7 @@ from pytorch_lightning.callbacks import Callback
 
 from metrics.detectors import load_detector
 from metrics.evaluation import append_jsonl, evaluate_generator
+from metrics.plots import plot_metric_file
 from metrics.protocol import MetricProtocol
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,7 @@ class MetricsCallback(Callback):
         batch_size: per-rank generation / feature batch.
         num_workers: DataLoader workers for the reference images.
         at_train_end: also evaluate when training stops (unless it just did).
+        at_train_start: also evaluate when a fresh run starts (kimg 0: the first point of the curve).
     """
 
     def __init__(
@@ -47,6 +50,7 @@ class MetricsCallback(Callback):
         batch_size: int = 32,
         num_workers: int = 0,
         at_train_end: bool = True,
+        at_train_start: bool = False,
     ) -> None:
         if every_kimg <= 0:
             raise ValueError(f"metrics.every_kimg must be > 0, got {every_kimg}")
@@ -55,7 +59,8 @@ class MetricsCallback(Callback):
             self.protocols = [_with_detector(p, detector) for p in self.protocols]
         self.every_kimg = float(every_kimg)
         self.detectors_dir, self.cache_dir = detectors_dir, cache_dir
-        self.batch_size, self.num_workers, self.at_train_end = batch_size, num_workers, at_train_end
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.at_train_end, self.at_train_start = at_train_end, at_train_start
         self.last_tick = 0
         self._metrics: dict = {}
         self._detectors: dict = {}
@@ -63,6 +68,10 @@ class MetricsCallback(Callback):
 
     def _tick(self, pl_module: pl.LightningModule) -> int:
         return int(pl_module.progress.seen_img // (self.every_kimg * 1000))
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.at_train_start and pl_module.progress.seen_img == 0:
+            self.evaluate(trainer, pl_module)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
         tick = self._tick(pl_module)
@@ -130,7 +139,9 @@ class MetricsCallback(Callback):
                 logger.log_hyperparams({f"metric_protocol/{res['name']}": res["protocol"]})
             logger.log_metrics({**metrics, "kimg": kimg}, step=trainer.global_step)
         self._logged_protocols.add(res["name"])
-        append_jsonl(Path(trainer.default_root_dir) / f"metric-{res['name']}.jsonl", res, kimg=kimg)
+        jsonl = Path(trainer.default_root_dir) / f"metric-{res['name']}.jsonl"
+        append_jsonl(jsonl, res, kimg=kimg)
+        plot_metric_file(jsonl)
         log.info("kimg %.1f %s", kimg, " ".join(f"{k}={v:.4f}" for k, v in res["results"].items()))
 
     def state_dict(self) -> dict[str, Any]:

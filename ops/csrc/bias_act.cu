@@ -1,5 +1,6 @@
-// CUDA kernel of suite_ops::bias_act (specs/ops.md §3): one thread per element (grid-stride), same element
-// math as the CPU kernel (bias_act_math.h). fp32, fp64, fp16, bf16; 64-bit indexing.
+// CUDA kernel of suite_ops::bias_act (NVlabs stylegan2-ada-pytorch torch_utils/ops/bias_act.py): one thread per
+// element (grid-stride), same element math as the CPU kernel (bias_act_math.h). fp32, fp64, fp16, bf16; 64-bit
+// indexing.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <c10/cuda/CUDAException.h>

@@ -1,6 +1,6 @@
-// CPU kernels of suite_ops::bias_act (specs/ops.md §3): one fused pass, parallel over [outer, C] rows of the
-// contiguous tensor viewed as [outer, C, inner] (C = x.shape[dim]), activation and mode resolved at compile time;
-// and of bias_act_masked / bias_act_masked_grad, the 2-bit-mask path of linear, relu and lrelu.
+// CPU kernels of suite_ops::bias_act (NVlabs torch_utils/ops/bias_act.py): one fused pass, parallel over [outer, C]
+// rows of the contiguous tensor viewed as [outer, C, inner] (C = x.shape[dim]), activation and mode resolved at
+// compile time; and of bias_act_masked / bias_act_masked_grad, the 2-bit-mask path of linear, relu and lrelu.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -168,7 +168,7 @@ struct BiasActCpu {
     }
   }
 
-  // Mode 1 of linear, relu and lrelu without dy (specs/ops.md §3.3): the bias and xref do not enter, and only the
+  // Mode 1 of linear, relu and lrelu without dy (docs/ops.md): the bias and xref do not enter, and only the
   // sign of the saved output matters, so one flat loop replaces bias_act_elem's per-element yref / gain by a
   // multiply with sign(gain) (gain 0 gives yref / gain = 0 there, here yref * 0 = 0: same branch).
   template <int A, bool CLAMP, bool HAS_Y>

@@ -1,6 +1,6 @@
-// Element-wise math of bias_act shared by the CPU and CUDA kernels (specs/ops.md §3).
+// Element-wise math of bias_act shared by the CPU and CUDA kernels (NVlabs torch_utils/ops/bias_act.py).
 // Modes follow NVIDIA's kernel: grad 0 = forward, 1 = first derivative (x is the incoming gradient),
-// 2 = curvature term of the second derivative. act indices are those of specs/ops.md §3.2.
+// 2 = curvature term of the second derivative. act indices are NVIDIA's cuda_idx (activation_funcs).
 #pragma once
 
 #include <c10/macros/Macros.h>
@@ -109,7 +109,7 @@ C10_HOST_DEVICE inline T bias_act_elem(T x, T xref, T yref, T dy, T alpha, T gai
   return y;
 }
 
-// Masked first derivative of the piecewise-linear activations (linear, relu, lrelu; specs/ops.md §3.3): the
+// Masked first derivative of the piecewise-linear activations (linear, relu, lrelu; docs/ops.md): the
 // forward packs, per 32 consecutive elements, two 32-bit words: bit k of word 0 says the saved output was on
 // the positive side (y * sign(gain) > 0), bit k of word 1 that the gradient flows (not clamped; for relu also
 // positive). The backward is then dx = flows ? dy * (positive ? 1 : slope) * gain : 0 (the reference's

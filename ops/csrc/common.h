@@ -1,4 +1,5 @@
-// Shared argument checks and shape helpers of the suite_ops kernels (specs/ops.md §2, §3, §6).
+// Shared argument checks and shape helpers of the suite_ops kernels (NVlabs torch_utils/ops: upfirdn2d, bias_act,
+// grid_sample_gradfix).
 #pragma once
 
 #include <ATen/ATen.h>

@@ -1,4 +1,4 @@
-// CUDA kernels of suite_ops::grid_sample_2d and its backward (specs/ops.md §6): bilinear, zeros padding,
+// CUDA kernels of suite_ops::grid_sample_2d and its backward (NVlabs grid_sample_gradfix.py): bilinear, zeros padding,
 // align_corners=False. One thread per output pixel looping over channels; the input gradient is scattered with
 // atomics. fp32, fp64, fp16, bf16; 64-bit indexing.
 #include <ATen/Dispatch.h>

@@ -1,6 +1,7 @@
 // CPU kernels of suite_ops::grid_sample_2d and its backward: bilinear, zeros padding, align_corners=False
-// (specs/ops.md §6). Per batch sample, the four corner offsets and weights of every output pixel are computed
-// once and reused for all channels; the backward scatters into each input plane from one thread (no races).
+// (NVlabs torch_utils/ops/grid_sample_gradfix.py). Per batch sample, the four corner offsets and weights of every
+// output pixel are computed once and reused for all channels; the backward scatters into each input plane from one
+// thread (no races).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>

@@ -1,4 +1,4 @@
-// Operator schemas of the suite_ops library and the Python module ops._C (specs/ops.md §11.1).
+// Operator schemas of the suite_ops library and the Python module ops._C (docs/ops.md).
 // Importing ops._C runs the static registrations below; kernels live in *_cpu.cpp and *.cu.
 #include <Python.h>
 #include <torch/library.h>
@@ -25,7 +25,7 @@ TORCH_LIBRARY(suite_ops, m) {
   m.def(
       "upfirdn2d(Tensor x, Tensor f, int upx, int upy, int downx, int downy, int padx0, int padx1, int pady0, "
       "int pady1, bool flip, float gain) -> Tensor");
-  // save_y only tells the autograd formula whether the backward masks by the saved output (specs/ops.md §3.3).
+  // save_y only tells the autograd formula whether the backward masks by the saved output (docs/ops.md).
   m.def(
       "bias_act(Tensor x, Tensor? b, Tensor? xref, Tensor? yref, Tensor? dy, int grad, int dim, int act, "
       "float alpha, float gain, float clamp, bool save_y) -> Tensor");

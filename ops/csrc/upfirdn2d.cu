@@ -1,5 +1,5 @@
-// CUDA kernel of suite_ops::upfirdn2d (specs/ops.md §2.2): one thread per output element, polyphase taps
-// (only the filter taps that hit an input pixel are visited). fp32, fp64, fp16, bf16; 64-bit indexing.
+// CUDA kernel of suite_ops::upfirdn2d (NVlabs torch_utils/ops/upfirdn2d.py): one thread per output element,
+// polyphase taps (only the filter taps that hit an input pixel are visited). fp32, fp64, fp16, bf16; 64-bit indexing.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <c10/cuda/CUDAException.h>

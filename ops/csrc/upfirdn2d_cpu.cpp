@@ -1,10 +1,10 @@
-// CPU kernel of suite_ops::upfirdn2d (specs/ops.md §2.2): polyphase, no zero insertion.
+// CPU kernel of suite_ops::upfirdn2d (NVlabs torch_utils/ops/upfirdn2d.py): polyphase, no zero insertion.
 // For output column ox and filter tap kx, the padded-upsampled position ox*down + kx - pad0 hits an input pixel
 // only when divisible by up; for a fixed tap these columns form an arithmetic progression (step up/gcd), so each
 // (row tap, column tap) pair is one strided multiply-add over a row, accumulated in a row buffer.
-// Separable filters (setup_filter's outer product, §2.3) take a fast path for fp32/fp64: per output row a vertical
-// pass of the valid row taps into a zero-padded row buffer, then per output phase a horizontal pass, with the
-// taps unrolled in registers (fh + fw instead of fh * fw multiply-adds per output).
+// Separable filters (setup_filter's outer product, ops/upfirdn2d.py) take a fast path for fp32/fp64: per output row
+// a vertical pass of the valid row taps into a zero-padded row buffer, then per output phase a horizontal pass, with
+// the taps unrolled in registers (fh + fw instead of fh * fw multiply-adds per output).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -44,9 +44,9 @@ inline void axpy(acc_t* acc, const scalar_t* row, acc_t w, int64_t n, int64_t so
 // Most taps per output phase of the separable path; longer filters use the general path.
 constexpr int kMaxTaps = 8;
 
-// Rank-1 split of the correlation weights g [fh, fw] = wy wx^T (specs/ops.md §2.3). Both factors are divided by
-// sqrt(|pivot|), so an outer product u u^T (e.g. [1,3,3,1]) splits into exact factors. False unless every weight
-// is reproduced within the relative tolerance tol (a few units of rounding of the compute type).
+// Rank-1 split of the correlation weights g [fh, fw] = wy wx^T (setup_filter, ops/upfirdn2d.py). Both factors are
+// divided by sqrt(|pivot|), so an outer product u u^T (e.g. [1,3,3,1]) splits into exact factors. False unless every
+// weight is reproduced within the relative tolerance tol (a few units of rounding of the compute type).
 bool split_separable(const std::vector<double>& g, int64_t fh, int64_t fw, double tol, std::vector<double>& wy,
                      std::vector<double>& wx) {
   int64_t pivot = 0;

@@ -3,18 +3,16 @@ Budget: < 15 s on 2 CPU cores."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from experiments import convert, generate
+from tests.golden import STYLEGAN2_ADA, needs_stylegan2_ada
 
-ROOT = Path(__file__).resolve().parents[2]
-FIXTURES = ROOT.parent / "shared" / "fixtures" / "stylegan2_ada"
-pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason="golden fixtures not available")
+FIXTURES = STYLEGAN2_ADA
+pytestmark = needs_stylegan2_ada
 
 
 def test_parse_range():

@@ -141,6 +141,7 @@ def test_architecture_mismatch_names_the_differing_arguments(run):
     [
         ("data.batch_size=abc", ConfigError, r"data\.batch_size='abc': expected int"),
         ("callbacks.checkpoint.every_kimg=0", Exception, r"callbacks\.checkpoint\.every_kimg: expected kimg > 0"),
+        ("cpu_threads=two", ValueError, r"cpu_threads must be a positive integer or null, got 'two'"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path, override, error, match):

@@ -277,3 +277,19 @@ def test_evaluate_py_on_tiny_checkpoint(tmp_path):
     assert np.isfinite(value) and value > 0
     rec = json.loads(out.read_text())["protocol"]
     assert rec["n_fake"] == 24 and rec["reference_images"] == 100 and rec["network"].endswith("net.pt")
+
+
+def test_pixels_detector_is_the_8x8_brightness_layout():
+    from metrics.detectors import load_detector
+
+    det = load_detector("pixels")
+    img = torch.zeros(2, 3, 32, 32, dtype=torch.uint8)
+    img[0, :, :16] = 255  # top half white
+    img[1, 0] = 255  # red only: brightness 255/3
+    feats = det(img)
+    assert feats.shape == (2, det.num_features) == (2, 64)
+    layout = feats[0].reshape(8, 8)
+    assert torch.equal(layout[:4], torch.ones(4, 8)) and torch.equal(layout[4:], -torch.ones(4, 8))
+    torch.testing.assert_close(feats[1], torch.full((64,), 85 / 127.5 - 1))
+    gray = img[:1, :1]
+    torch.testing.assert_close(det(gray), det(gray.expand(1, 3, 32, 32)))  # gray = the same gray as RGB

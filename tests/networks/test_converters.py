@@ -19,9 +19,10 @@ from networks.checkpoint import build_network, load_networks, read_networks
 from networks.converters import hammer, rosinality, tf_stylegan2
 from networks.converters.nvidia import generator_kwargs
 from networks.converters.safe_pickle import UnsafePickleError, load_file, plain
+from tests.golden import STYLEGAN2_ADA, needs_stylegan2_ada
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "stylegan2_ada"
-pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason="golden fixtures not available")
+FIXTURES = STYLEGAN2_ADA
+pytestmark = needs_stylegan2_ada
 
 
 @pytest.fixture(scope="module", params=["small", "cond"])

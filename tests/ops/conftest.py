@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from ops import _backend, bias_act
+from tests.golden import STYLEGAN2_ADA
 
-FIXTURE = "/work/shared/fixtures/stylegan2_ada/ops_reference.pt"
+FIXTURE = STYLEGAN2_ADA / "ops_reference.pt"
 
 
 @pytest.fixture
@@ -20,11 +21,9 @@ def use_backend():
 
 @pytest.fixture(scope="session")
 def fixture_records():
-    import os
-
-    if not os.path.exists(FIXTURE):
-        pytest.skip(f"golden fixture {FIXTURE} not present")
-    return torch.load(FIXTURE, weights_only=False)
+    if not FIXTURE.is_file():
+        pytest.skip(f"golden fixture {FIXTURE} not present (set SUITE_GOLDEN_DIR)")
+    return torch.load(FIXTURE, weights_only=True)
 
 
 def check_fixture_parity(records) -> None:
