@@ -1,4 +1,5 @@
-"""Generator Jacobians and region Gram matrices (spec lowrankgan_resefa.md §1.3, §1.5).
+"""Generator Jacobians and region Gram matrices (LowRankGAN arXiv 2106.04488 Sec. 3; ReSeFa arXiv 2202.09649 Sec. 3;
+zhujiapeng/resefa ``compute_jacobian.py``, docs/editing.md).
 
 ``JacobianEngine`` differentiates the (resized, channel-reduced) generator output with respect to a single
 ``w`` broadcast to all layers (the originals' W space), ``w+`` or ``z``:
@@ -6,11 +7,12 @@
 - ``forward``: forward mode, one JVP per latent dimension (512 instead of 65,536 passes), vectorised over
   chunks of tangents (``torch.func.vmap`` of ``torch.func.jvp``) or, with ``impl="batch"``, as a batch of dual
   tensors (``torch.autograd.forward_ad``) for modules ``vmap`` cannot trace.
-- ``reverse``: the originals' reference, one backward per output row (``chunk=1``) or a vmapped batch of VJPs.
+- ``reverse``: the originals' reference, one backward per output row (``chunk=1``), or a batch of latent copies
+  with one row backpropagated per copy (``chunk=k``).
 
 Forward mode needs jvp rules for every op on the synthesis path: the compiled StyleGAN2 ops register backward
 only, so the engine switches the suite's ops to the pure-PyTorch reference backend while it runs
-(``reference_ops``).
+(``reference_ops``); reverse mode runs on the active ops backend.
 
 ``GramAccumulator`` turns Jacobian rows into ``A = J_fᵀJ_f / N_f`` and ``B = J_bᵀJ_b / N_b`` for several
 regions at once (float64). Reverse mode streams rows into it, so the full Jacobian is never stored; forward
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from collections.abc import Iterator, Mapping
 
 import torch
@@ -61,7 +64,7 @@ def reference_ops() -> Iterator[None]:
 
 
 class JacobianEngine:
-    """Jacobian of ``reduce(resize(G.synthesis(ws)))`` w.r.t. the chosen latent (spec §1.3).
+    """Jacobian of ``reduce(resize(G.synthesis(ws)))`` w.r.t. the chosen latent (docs/editing.md, "Jacobian").
 
     Args:
         G: generator with NVIDIA's API (``mapping``, ``synthesis``, ``num_ws``, ``w_dim``, ``z_dim``).
@@ -209,25 +212,32 @@ class JacobianEngine:
     def reverse_chunks(
         self, x: torch.Tensor, rows: torch.Tensor | None = None, chunk: int = 1
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield ``(row_ids, J[row_ids])`` by reverse mode: ``chunk=1`` is the originals' one backward per
-        row.
+        """Yield ``(row_ids, J[row_ids])`` by reverse mode.
+
+        ``chunk=1`` is the originals' one backward per row through one retained graph. ``chunk=k`` runs the
+        generator on k copies of the latent and backpropagates one row of each copy: one batched forward and one
+        batched backward per k rows (batching the backward with vmap instead falls back to a per-row loop for the
+        convolutions).
         """
         if x.ndim != 1:
             raise ValueError(f"reverse: expected one latent of shape [input_dim], got {tuple(x.shape)}")
-        xg = x.detach().clone().requires_grad_(True)
-        with reference_ops(), torch.enable_grad():
-            y = self.output(xg[None]).reshape(-1)
-            ids_all = torch.arange(y.numel(), device=x.device) if rows is None else rows.to(x.device)
-            for start in range(0, ids_all.numel(), chunk):
-                ids = ids_all[start : start + chunk]
-                if chunk == 1:
+        x = x.detach()
+        with torch.enable_grad():
+            if rows is None:
+                rows = torch.arange(math.prod(self.output_shape(x[None])), device=x.device)
+            ids_all = rows.to(x.device)
+            if chunk == 1:
+                xg = x.clone().requires_grad_(True)
+                y = self.output(xg[None]).reshape(-1)
+                for ids in ids_all.split(1):
                     (g,) = torch.autograd.grad(y[ids[0]], xg, retain_graph=True)
                     yield ids, g[None]
-                else:
-                    grad_out = torch.zeros(ids.numel(), y.numel(), device=x.device, dtype=y.dtype)
-                    grad_out[torch.arange(ids.numel()), ids] = 1.0
-                    (g,) = torch.autograd.grad(y, xg, grad_out, retain_graph=True, is_grads_batched=True)
-                    yield ids, g
+                return
+            for ids in ids_all.split(chunk):
+                xb = x.expand(ids.numel(), -1).clone().requires_grad_(True)
+                yb = self.output(xb).reshape(ids.numel(), -1)
+                (g,) = torch.autograd.grad(yb[torch.arange(ids.numel(), device=x.device), ids].sum(), xb)
+                yield ids, g
 
     def reverse(self, x: torch.Tensor, rows: torch.Tensor | None = None, chunk: int = 1) -> torch.Tensor:
         """Jacobian rows ``[len(rows), D]`` (all rows by default) by reverse mode."""
@@ -235,7 +245,7 @@ class JacobianEngine:
 
 
 class GramAccumulator:
-    """Region Gram matrices ``A = J_fᵀJ_f/N_f`` (inside) and ``B = J_bᵀJ_b/N_b`` (outside) (spec §1.5).
+    """Region Gram matrices ``A = J_fᵀJ_f/N_f`` (inside) and ``B = J_bᵀJ_b/N_b`` (outside), as both originals.
 
     ``masks`` maps region names to boolean ``[S, S]`` masks on the Jacobian grid; rows of a ``K``-channel
     Jacobian
@@ -307,11 +317,6 @@ def accumulate_grams(
     sample's
     ``[P, D]`` buffer column block by column block, then forms the Grams and drops it.
     """
-    with reference_ops():
-        return _accumulate(engine, latents, masks, mode, chunk, impl)
-
-
-def _accumulate(engine, latents, masks, mode, chunk, impl) -> GramAccumulator:
     channels = engine.output_shape(latents)[0]
     acc = GramAccumulator(masks, engine.input_dim, channels)
     for x in latents:

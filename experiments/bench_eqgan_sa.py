@@ -1,11 +1,11 @@
 """Seconds per training step of EqGAN-SA vs the plain StyleGAN2 generator, measured in one process.
 
-Settings of the StyleGAN2 benchmark (experiments/bench_train.py): 32x32, batch 8, channel_base 16384,
-channel_max 256, 8 mapping layers, 2 threads, the same module settings (ADA pipe, lazy R1 / path length) for
-every variant; the step time is amortised over lazy regularisation (16 iterations = 1 Dreg + 4 Greg).
-Variants: ``plain`` (AdversarialModule + StyleGAN2 G), ``sel`` (EqGAN-SA G, no alignment), ``sel+align``
-(EqGAN-SA), ``sel+align+di`` (with the training-time DI measurement). Variants are interleaved per repeat; the
-median over repeats is printed with its ratio to ``plain``.
+Settings of the StyleGAN2 benchmark (experiments/bench_train.py; conf/experiment/bench_stylegan2_ada.yaml and
+bench_eqgan_sa.yaml): 32x32, batch 8, channel_base 16384, channel_max 256, 8 mapping layers, 2 threads, the same
+module settings (ADA pipe, lazy R1 / path length) for every variant; the step time is amortised over lazy
+regularisation (16 iterations = 1 Dreg + 4 Greg). Variants: ``plain`` (StyleGAN2-ADA), ``sel`` (EqGAN-SA G, no
+alignment), ``sel+align`` (EqGAN-SA), ``sel+align+di`` (with the training-time DI measurement). Variants are
+interleaved per repeat; the median over repeats is printed with its ratio to ``plain``.
 
     python experiments/bench_eqgan_sa.py --repeats 3
 """
@@ -15,26 +15,26 @@ from __future__ import annotations
 import argparse
 import statistics
 
-VARIANTS = ("plain", "sel", "sel+align", "sel+align+di")
+# variant -> (conf/experiment file, overrides)
+VARIANTS = {
+    "plain": ("bench_stylegan2_ada", []),
+    "sel": ("bench_eqgan_sa", ["model.eqgan.ablation=sel", "model.di.enabled=false"]),
+    "sel+align": ("bench_eqgan_sa", ["model.eqgan.ablation=full", "model.di.enabled=false"]),
+    "sel+align+di": ("bench_eqgan_sa", ["model.eqgan.ablation=full", "model.di.enabled=true"]),
+}
 
 
 def build(variant: str, res: int):
-    from experiments.bench_train import bench_module, seeded_bench_parts
-    from lightning_modules.eqgan_sa import EqGANModule
-    from networks.eqgan_sa import EqGANGenerator
+    """(module, datamodule) of one variant, composed from its experiment file and seeded like bench_train's rows."""
+    import torch
 
-    if variant == "plain":
-        return bench_module("stylegan2_ada", res)
-    G, D, kwargs = seeded_bench_parts(res)
-    G = EqGANGenerator(**G.init_kwargs, use_sel=True)
-    return EqGANModule(
-        G,
-        D,
-        eqgan={"align_loss": "align" in variant},
-        di={"enabled": variant.endswith("+di"), "every_kimg": 1e9},
-        cam_grid=0,
-        **kwargs,
-    )
+    from experiments.bench_train import bench_overrides
+    from experiments.compose import compose_experiment, instantiate_datamodule, instantiate_module
+
+    experiment, extra = VARIANTS[variant]
+    cfg = compose_experiment(experiment, [*bench_overrides(res), *extra])
+    torch.manual_seed(0)
+    return instantiate_module(cfg), instantiate_datamodule(cfg)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -51,7 +51,6 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
-    from datamodules.embedded import EmbeddedImageDataModule
     from experiments.bench_train import time_training_steps
 
     logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
@@ -59,8 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     times: dict[str, list[float]] = {v: [] for v in args.variants}
     for rep in range(args.repeats):
         for variant in args.variants:
-            module = build(variant, args.res)
-            dm = EmbeddedImageDataModule(name="faces", resolution=args.res, batch_size=8, num_workers=0, xflip=True)
+            module, dm = build(variant, args.res)
             steps = time_training_steps(module, dm, warmup=args.warmup, iters=args.iters)
             times[variant].append(sum(steps) / len(steps))
             print(f"repeat {rep}  {variant:14s} {times[variant][-1]:.3f} s/step", flush=True)

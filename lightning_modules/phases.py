@@ -67,18 +67,29 @@ class OptimizerSpec:
     betas: tuple[float, float] = (0.0, 0.99)
     eps: float = 1e-8
     reg_interval: int | None = None
+    impl: str = "fused"  # choice [D]: torch's fused Adam kernel (the original: the per-tensor loop); rounding only
 
     def build(self) -> torch.optim.Optimizer:
-        return lazy_adam(self.params(), self.lr, self.betas, self.eps, self.reg_interval)
+        return lazy_adam(self.params(), self.lr, self.betas, self.eps, self.reg_interval, self.impl)
 
 
-def lazy_adam(params: Iterable[nn.Parameter], lr: float, betas, eps: float, reg_interval: int | None):
-    """Adam with the lazy-regularisation correction (Karras et al. 2020, Appendix B): lr*k/(k+1), beta**(k/(k+1))."""
+# Adam implementations of torch: one fused kernel over all tensors, multi-tensor (foreach) ops, or the per-tensor
+# loop (the original's default on the CPU). The same update; fused rounds differently (last bits).
+ADAM_IMPLS = {"fused": {"fused": True}, "foreach": {"foreach": True}, "loop": {"foreach": False}}
+
+
+def lazy_adam(
+    params: Iterable[nn.Parameter], lr: float, betas, eps: float, reg_interval: int | None, impl: str = "fused"
+):
+    """Adam with the lazy-regularisation correction (Karras et al. 2020, Appendix B): lr*k/(k+1), beta**(k/(k+1));
+    ``impl``: a key of :data:`ADAM_IMPLS`."""
+    if impl not in ADAM_IMPLS:
+        raise ValueError(f"optimizer impl={impl!r}: expected one of {sorted(ADAM_IMPLS)}")
     if reg_interval:
         ratio = reg_interval / (reg_interval + 1)
         lr = lr * ratio
         betas = tuple(b**ratio for b in betas)
-    return torch.optim.Adam(params, lr=lr, betas=tuple(betas), eps=eps)
+    return torch.optim.Adam(params, lr=lr, betas=tuple(betas), eps=eps, **ADAM_IMPLS[impl])
 
 
 def sanitize_gradients(params: Iterable[nn.Parameter]) -> None:

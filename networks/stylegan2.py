@@ -1,7 +1,8 @@
 """StyleGAN2 G and D, equal to NVlabs/stylegan2-ada-pytorch@d72cc7d ``training/networks.py``.
 
-Spec: ``stylegan2_ada.md`` §1–§5 (layers, mapping, synthesis, discriminator, mixed precision) and §11.1
-(state-dict keys equal the reference one to one). Operators come from :mod:`ops` (``ops.md``).
+Papers: StyleGAN2 (Karras et al. 2020, arXiv 1912.04958) and StyleGAN2-ADA (arXiv 2006.06676); state-dict keys
+equal the original's one to one. Operators come from :mod:`ops` (docs/ops.md). "NVlabs ``X``" below names ``X`` in
+NVlabs/stylegan2-ada-pytorch (``training/networks.py`` unless another file is named).
 
 Suite additions (documented in ``docs/networks.md``):
 
@@ -38,19 +39,23 @@ def _check_shape(name: str, x: torch.Tensor, shape: list) -> None:
 
 
 def _act_gain(activation: str) -> float:
-    """Default gain of a bias_act activation (ops.md §3.2)."""
+    """Default gain of a bias_act activation (NVlabs ``bias_act.activation_funcs``)."""
     if activation not in bias_act.activation_funcs:
         raise ValueError(f"activation: expected one of {sorted(bias_act.activation_funcs)}, got {activation!r}")
     return bias_act.activation_funcs[activation].def_gain
 
 
+# Activations with act(g·y) = g·act(y) for g > 0, through which a positive gain can move to bias_act's gain.
+_POSITIVELY_HOMOGENEOUS = frozenset({"linear", "relu", "lrelu"})
+
+
 def _block_dtype(use_fp16: bool, force_fp32: bool, device: torch.device) -> torch.dtype:
-    """fp16 only for fp16 blocks on CUDA (spec §5; suite policy: fp32 on every other device)."""
+    """fp16 only for fp16 blocks on CUDA (NVlabs ``use_fp16``; suite policy: fp32 on every other device)."""
     return torch.float16 if use_fp16 and not force_fp32 and device.type == "cuda" else torch.float32
 
 
 def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tensor:
-    """x · (mean(x²) + eps)^(−1/2) along ``dim`` (spec §2)."""
+    """x · (mean(x²) + eps)^(−1/2) along ``dim`` (NVlabs ``normalize_2nd_moment``)."""
     return x * (x.square().mean(dim=dim, keepdim=True) + eps).rsqrt()
 
 
@@ -67,7 +72,7 @@ def modulated_conv2d(
     flip_weight: bool = True,
     fused_modconv: bool = True,
 ) -> torch.Tensor:
-    """Modulated (and demodulated) convolution, spec §3.3.
+    """Modulated (and demodulated) convolution, arXiv 1912.04958 Sec. 2.2, Eq. 1-3.
 
     x [N,I,H,W], weight [O,I,k,k], styles [N,I]; ``noise`` (broadcastable to the output) is added after
     demodulation. ``fused_modconv`` runs one grouped conv with per-sample weights; otherwise x is scaled
@@ -78,18 +83,20 @@ def modulated_conv2d(
     _check_shape("modulated_conv2d x", x, [None, in_channels, None, None])
     _check_shape("modulated_conv2d styles", styles, [batch_size, in_channels])
 
-    # fp16 pre-normalisation (spec §3.3): demodulation removes the scale afterwards.
+    # fp16 pre-normalisation (NVlabs ``modulated_conv2d``): demodulation removes the scale afterwards.
     if x.dtype == torch.float16 and demodulate:
         weight = weight * (
             1 / math.sqrt(in_channels * kh * kw) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True)
         )
         styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
 
-    # Demodulation (spec §3.3): sum_{i,k} (weight[o,i,k] * styles[n,i])^2 = styles^2 @ sum_k weight^2, a [N,I]x[I,O]
-    # product instead of materialising the per-sample weights [N,O,I,k,k] (equal up to summation order).
+    # Demodulation (arXiv 1912.04958 Eq. 3): sum_{i,k} (weight[o,i,k] * styles[n,i])^2 = styles^2 @ sum_k weight^2,
+    # a [N,I]x[I,O] product instead of materialising the per-sample weights [N,O,I,k,k] (equal up to summation order).
     dcoefs = None
     if demodulate:
-        dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).T + 1e-8).rsqrt()  # [N,O]
+        taps = weight.flatten(2)
+        # vecdot: the sum of squares whose backward is one pass (square().sum() costs five weight-sized passes).
+        dcoefs = (styles.square() @ torch.linalg.vecdot(taps, taps).T + 1e-8).rsqrt()  # [N,O]
 
     if not fused_modconv:
         x = x * styles.to(x.dtype).reshape(batch_size, -1, 1, 1)
@@ -132,7 +139,7 @@ def modulated_conv2d(
 
 
 class FullyConnectedLayer(nn.Module):
-    """Equalised-lr dense layer, spec §1: W ~ N(0,1)/lr_mul used as W·lr_mul/√in, bias used as b·lr_mul."""
+    """Equalised-lr dense layer (arXiv 1710.10196 Sec. 4.1): W ~ N(0,1)/lr_mul used as W·lr_mul/√in, b as b·lr_mul."""
 
     def __init__(
         self,
@@ -153,7 +160,10 @@ class FullyConnectedLayer(nn.Module):
         self.bias_gain = lr_multiplier
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.weight.to(x.dtype) * self.weight_gain
+        # x·(W·g)ᵀ computed as (x·g)·Wᵀ: the gain scales the [N, in] input instead of the [out, in] weight (and the
+        # weight's gradient needs no rescaling); equal up to rounding.
+        x = x * self.weight_gain
+        w = self.weight.to(x.dtype)
         b = self.bias
         if b is not None:
             b = b.to(x.dtype)
@@ -168,9 +178,9 @@ class FullyConnectedLayer(nn.Module):
 
 
 class Conv2dLayer(nn.Module):
-    """Equalised-lr convolution with optional FIR up/down-sampling, spec §1.
+    """Equalised-lr convolution with optional FIR up/down-sampling (arXiv 1710.10196 Sec. 4.1).
 
-    ``trainable=False`` (Freeze-D, spec §4.3) registers weight and bias as buffers under the same keys.
+    ``trainable=False`` (Freeze-D, arXiv 2002.10964) registers weight and bias as buffers under the same keys.
     ``forward(x, gain)`` scales the activation gain and the clamp by ``gain`` (√0.5 on resnet paths).
     """
 
@@ -211,19 +221,26 @@ class Conv2dLayer(nn.Module):
             self.register_buffer("bias", bias_t)
 
     def forward(self, x: torch.Tensor, gain: float = 1) -> torch.Tensor:
-        w = self.weight * self.weight_gain
         b = self.bias.to(x.dtype) if self.bias is not None else None
+        act_gain = self.act_gain * gain
+        act_clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
+        if self.activation in _POSITIVELY_HOMOGENEOUS and x.dtype == torch.float32:
+            # act(g·(x∗W) + b) = g·act(x∗W + b/g) for g > 0: the weight gain moves into bias_act's gain, so the weight
+            # is never rescaled (nor its gradient); equal up to rounding. fp16 keeps the scaled weight (range).
+            w = self.weight
+            b = b * (1 / self.weight_gain) if b is not None else None
+            act_gain = act_gain * self.weight_gain
+        else:
+            w = (self.weight * self.weight_gain).to(x.dtype)
         x = conv2d_resample.conv2d_resample(
             x=x,
-            w=w.to(x.dtype),
+            w=w,
             f=self.resample_filter,
             up=self.up,
             down=self.down,
             padding=self.padding,
             flip_weight=(self.up == 1),
         )
-        act_gain = self.act_gain * gain
-        act_clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
         return bias_act.bias_act(x, b, act=self.activation, gain=act_gain, clamp=act_clamp)
 
     def extra_repr(self) -> str:
@@ -234,7 +251,7 @@ class Conv2dLayer(nn.Module):
 
 
 class MappingNetwork(nn.Module):
-    """z (and label c) → w, spec §2. ``num_ws=None``: output [N, w_dim]; ``w_avg_beta=None``: no w_avg."""
+    """z (and c) → w, NVlabs ``MappingNetwork``. ``num_ws=None``: output [N, w_dim]; ``w_avg_beta=None``: no w_avg."""
 
     def __init__(
         self,
@@ -331,7 +348,7 @@ class MappingNetwork(nn.Module):
 
 
 class SynthesisLayer(nn.Module):
-    """Modulated 3×3 conv + noise + bias + lrelu (+ clamp), spec §3.3.
+    """Modulated 3×3 conv + noise + bias + lrelu (+ clamp), arXiv 1912.04958 Sec. 2.2.
 
     Extension point: ``self.sel`` (None by default, adds no state) may hold a module applied to the input
     before the modulated conv as ``x = sel(x, spatial)`` (EqGAN-SA's spatial encoding layer; the input is
@@ -424,7 +441,7 @@ class SynthesisLayer(nn.Module):
 
 
 class ToRGBLayer(nn.Module):
-    """Modulated 1×1 conv without demodulation, bias, linear act, clamp; spec §3.4.
+    """Modulated 1×1 conv without demodulation, bias, linear act, clamp (NVlabs ``ToRGBLayer``).
 
     Same ``sel`` extension point as :class:`SynthesisLayer` (input at the block resolution).
     """
@@ -472,7 +489,7 @@ def _check_architecture(owner: str, architecture: str) -> None:
 
 
 class SynthesisBlock(nn.Module):
-    """One resolution of G (const or conv0 up ×2, conv1, ToRGB / skip), spec §3.2."""
+    """One resolution of G (const or conv0 up ×2, conv1, ToRGB / skip): skip G, arXiv 1912.04958 Sec. 4.1."""
 
     def __init__(
         self,
@@ -602,7 +619,7 @@ class SynthesisBlock(nn.Module):
 
 
 class SynthesisNetwork(nn.Module):
-    """ws → image, blocks b4 … b{img_resolution}, spec §3.1; ``num_ws`` = 2·log₂R − 2."""
+    """ws → image, blocks b4 … b{img_resolution} (NVlabs ``SynthesisNetwork``); ``num_ws`` = 2·log₂R − 2."""
 
     def __init__(
         self,
@@ -673,7 +690,7 @@ class SynthesisNetwork(nn.Module):
 
 
 class Generator(nn.Module):
-    """Mapping + synthesis, spec §2–§3; constructor as NVIDIA's ``Generator``."""
+    """Mapping + synthesis (arXiv 1912.04958); constructor as NVIDIA's ``Generator``."""
 
     def __init__(
         self,
@@ -725,7 +742,7 @@ class Generator(nn.Module):
 
 
 class DiscriminatorBlock(nn.Module):
-    """One resolution of D (fromrgb, conv0, conv1 down ×2, skip), spec §4.1; Freeze-D: ``freeze_layers``."""
+    """One resolution of D (fromrgb, conv0, conv1 down ×2, skip), arXiv 1912.04958 Sec. 4.1; Freeze-D: freeze_layers."""
 
     def __init__(
         self,
@@ -818,7 +835,7 @@ class DiscriminatorBlock(nn.Module):
 
 
 class MinibatchStdLayer(nn.Module):
-    """Minibatch standard deviation, spec §4.2 step 2: strided groups (sample n in group n mod (N/G))."""
+    """Minibatch standard deviation (arXiv 1710.10196 Sec. 3): strided groups (sample n in group n mod (N/G))."""
 
     def __init__(self, group_size: int | None, num_channels: int = 1):
         super().__init__()
@@ -851,7 +868,7 @@ EPILOGUE_TAPS = ("epilogue_conv", "epilogue_fc")
 
 
 class DiscriminatorEpilogue(nn.Module):
-    """b4: (fromrgb) → mbstd → conv → fc → out (→ projection on cmap), always fp32; spec §4.2."""
+    """b4: (fromrgb) → mbstd → conv → fc → out (→ projection on cmap), always fp32; NVlabs ``DiscriminatorEpilogue``."""
 
     def __init__(
         self,
@@ -918,7 +935,7 @@ class DiscriminatorEpilogue(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """Blocks b{R} … b8 + epilogue b4 (+ label mapping), spec §4; constructor as NVIDIA's Discriminator."""
+    """Blocks b{R} … b8 + epilogue b4 (+ label mapping), arXiv 1912.04958 Sec. 4.1; constructor as NVlabs'."""
 
     def __init__(
         self,

@@ -49,9 +49,11 @@ def test_streamed_grams_equal_full_jacobian_grams(G):
         B_ref = J[~mf].T @ J[~mf] / (~mf).sum()
         torch.testing.assert_close(fwd.per_sample[name][1][0], A_ref, rtol=1e-4, atol=1e-7)
         torch.testing.assert_close(fwd.per_sample[name][1][1], B_ref, rtol=1e-4, atol=1e-7)
+        # Reverse mode batches latent copies (another fp32 summation order than forward mode): Grams of entries
+        # up to ~1 agree to a few fp32 ulps.
         for (a_f, b_f), (a_r, b_r) in zip(fwd.per_sample[name], rev.per_sample[name]):
-            torch.testing.assert_close(a_r, a_f, rtol=1e-4, atol=1e-7)
-            torch.testing.assert_close(b_r, b_f, rtol=1e-4, atol=1e-7)
+            torch.testing.assert_close(a_r, a_f, rtol=1e-4, atol=2e-6)
+            torch.testing.assert_close(b_r, b_f, rtol=1e-4, atol=2e-6)
         A_mean, _ = fwd.mean(name)
         torch.testing.assert_close(A_mean, (fwd.per_sample[name][0][0] + fwd.per_sample[name][1][0]) / 2)
     with pytest.raises(ValueError, match="region 'bad'"):

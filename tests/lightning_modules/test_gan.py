@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from lightning_modules.callbacks.checkpointing import KimgCheckpoint
 from lightning_modules.config import ConfigError, check_keys
@@ -25,6 +26,28 @@ def test_lazy_adam_applies_interval_correction():
     assert group["betas"][1] == pytest.approx(0.99 ** (16 / 17))
     plain = lazy_adam(p, lr=0.002, betas=(0.0, 0.99), eps=1e-8, reg_interval=None).param_groups[0]
     assert plain["lr"] == 0.002 and plain["betas"] == (0.0, 0.99)
+
+
+@pytest.mark.parametrize("impl", ["fused", "foreach"])
+def test_adam_implementations_take_the_same_steps(impl):
+    """``OptimizerSpec.impl``: torch's fused kernel and multi-tensor ops update as the per-tensor loop (rounding)."""
+    torch.manual_seed(0)
+    start = [torch.randn(16, 8), torch.randn(8)]
+    grads = [[torch.randn_like(t) for t in start] for _ in range(5)]
+    finals = {}
+    for name in ("loop", impl):
+        params = [nn.Parameter(t.clone()) for t in start]
+        opt = lazy_adam(params, lr=0.01, betas=(0.0, 0.99), eps=1e-8, reg_interval=4, impl=name)
+        for step in grads:
+            for p, g in zip(params, step):
+                p.grad = g.clone()
+            opt.step()
+        finals[name] = [p.detach() for p in params]
+    for a, b, s in zip(finals["loop"], finals[impl], start):
+        assert not torch.equal(a, s)  # the steps moved the weights
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="optimizer impl='fast'"):
+        lazy_adam([nn.Parameter(torch.zeros(1))], 0.1, (0.0, 0.99), 1e-8, None, impl="fast")
 
 
 def test_ema_beta_half_life_and_rampup():

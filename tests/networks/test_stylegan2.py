@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
 
 from networks import stylegan2 as sg2
+from tests.golden import STYLEGAN2_ADA, needs_stylegan2_ada
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "stylegan2_ada"
-needs_fixtures = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"golden fixtures not found at {FIXTURES}")
+FIXTURES = STYLEGAN2_ADA
+needs_fixtures = needs_stylegan2_ada
 
 
 def _tiny_g(res=16, c_dim=0, architecture="skip", **synthesis_kwargs):
