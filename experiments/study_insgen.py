@@ -2,9 +2,10 @@
 
 Every run uses the experiment files as they are (``experiment=demo`` and ``experiment=insgen_demo``: same
 networks, batch, schedule; seeds from ``--seeds``) with ``data.max_images=100`` and ``model.total_kimg=<budget>``.
-G_ema is then evaluated with the metrics module: FID against the full embedded set (reference = all 100 faces,
-no x-flip), with the OFFLINE ``random-cnn`` feature network (a seeded random CNN, not Inception: the numbers only
-compare runs of this script). Methods (``--methods``):
+G_ema is then evaluated with the metrics module against the full embedded set (reference = all 100 faces, no
+x-flip), with two OFFLINE feature extractors: FID on the ``random-cnn`` network (a seeded random CNN, not Inception)
+and KID on ``pixels`` (the 8x8 brightness layout); the numbers only compare runs of this script. Methods
+(``--methods``):
 
 - ``ada``: StyleGAN2-ADA (``experiment=demo``); ``insgen``: InsGen with the linear p ramp of ``insgen_demo`` (the
   InsGen README's advice below 5k images); ``insgen_adaptive_p``: InsGen with ADA's adaptive rule, so that it
@@ -32,6 +33,9 @@ import time
 from pathlib import Path
 
 # method -> (experiment, extra overrides); "{p}" is replaced by --fixed-p.
+# G_ema against the 100 faces (reference = full): FID on the random CNN's texture statistics and KID on the 8x8
+# brightness layout (metrics/detectors.py), both offline and not comparable to any paper.
+METRICS = {"fid_randomcnn": ("fid", "random-cnn"), "kid_pixels": ("kid", "pixels")}
 FIXED_P = ["model.insgen.ada_linear=false", "model.ada=null", "model.augment_p={p}"]
 METHODS = {
     "ada": ("demo", []),
@@ -93,16 +97,17 @@ def train_and_evaluate(method: str, kimg: float, seed: int, out: Path, n_fake: i
     trainer.fit(module, datamodule=dm)
     train_s = time.time() - t0
     module.G_ema.eval()
-    protocol = MetricProtocol(
-        name="fid_full_randomcnn", metric="fid", n_fake=n_fake, reference="full", detector="random-cnn", seed=0
-    )
-    result = evaluate_generator(
+    protocols = [
+        MetricProtocol(name=name, metric=metric, n_fake=n_fake, reference="full", detector=detector, seed=0)
+        for name, (metric, detector) in METRICS.items()
+    ]
+    results = evaluate_generator(
         module.G_ema,
-        [protocol],
+        protocols,
         reference=lambda p: dm.reference_dataset(p.reference),
         detector=load_detector,
         batch_size=100,
-    )[0]
+    )
     save_image_grid(module.render_grid(), out / f"insgen_study_{method}_s{seed}.png", (4, 8))
     (out / f"losses_{method}_s{seed}.json").write_text(json.dumps(losses.rows))
     return {
@@ -112,24 +117,23 @@ def train_and_evaluate(method: str, kimg: float, seed: int, out: Path, n_fake: i
         "kimg": module.progress.kimg,
         "iterations": module.progress.iteration,
         "train_s": round(train_s, 1),
-        "fid_randomcnn": round(result["results"][protocol.name], 4),
+        **{r["name"]: round(r["results"][r["name"]], 4) for r in results},
         "augment_p": round(module.augment_p, 4),
-        "reference_images": result["protocol"]["reference_images"],
-        "detector": result["protocol"]["detector"],
+        "reference_images": results[0]["protocol"]["reference_images"],
     }
 
 
-def summarise(results: list[dict]) -> dict:
-    """Mean and sample std of the FID per method over seeds; paired differences of the two views per seed."""
+def summarise(results: list[dict], metric: str) -> dict:
+    """Mean and sample std of ``metric`` per method over seeds; paired differences of the two views per seed."""
     summary: dict = {}
     for method in dict.fromkeys(r["method"] for r in results):
-        fids = [r["fid_randomcnn"] for r in results if r["method"] == method]
-        std = statistics.stdev(fids) if len(fids) > 1 else float("nan")
-        summary[method] = {"n": len(fids), "mean": statistics.fmean(fids), "std": std, "fids": fids}
+        values = [r[metric] for r in results if r["method"] == method]
+        std = statistics.stdev(values) if len(values) > 1 else float("nan")
+        summary[method] = {"n": len(values), "mean": statistics.fmean(values), "std": std, "values": values}
     by_seed = {}
     for r in results:
         if r["method"] in ("view_adversarial", "view_separate"):
-            by_seed.setdefault(r["seed"], {})[r["method"]] = r["fid_randomcnn"]
+            by_seed.setdefault(r["seed"], {})[r["method"]] = r[metric]
     diffs = [v["view_adversarial"] - v["view_separate"] for v in by_seed.values() if len(v) == 2]
     if diffs:
         summary["paired_adversarial_minus_separate"] = {
@@ -168,17 +172,18 @@ def main(argv: list[str] | None = None) -> None:
         for method in args.methods:
             results.append(train_and_evaluate(method, args.kimg, seed, args.out, args.n_fake, args.fixed_p))
             (args.out / "study_insgen.json").write_text(json.dumps(results, indent=1))
-    summary = summarise(results)
+    summary = {metric: summarise(results, metric) for metric in METRICS}
     (args.out / "study_insgen_summary.json").write_text(json.dumps(summary, indent=1))
-    print("\n| method | seed | kimg | iterations | train s | FID (random-cnn, ref = 100 faces) | final p |")
-    print("|---|---|---|---|---|---|---|")
+    print("\n| method | seed | kimg | iterations | train s | FID (random-cnn) | KID (pixels) | final p |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in results:
         print(
             f"| {r['method']} | {r['seed']} | {r['kimg']} | {r['iterations']} | {r['train_s']} "
-            f"| {r['fid_randomcnn']} | {r['augment_p']} |"
+            f"| {r['fid_randomcnn']} | {r['kid_pixels']} | {r['augment_p']} |"
         )
-    for method, s in summary.items():
-        print(f"{method}: mean {s['mean']:.4f} +- {s['std']:.4f} (sample std, n = {s['n']})")
+    for metric, per_method in summary.items():
+        for method, s in per_method.items():
+            print(f"{metric} {method}: mean {s['mean']:.4f} +- {s['std']:.4f} (sample std, n = {s['n']})")
     for r in results:
         rows = json.loads((args.out / f"losses_{r['method']}_s{r['seed']}.json").read_text())
         for key in ("insgen/real_id", "insgen/fake_id", "insgen/g_id", "loss/D/real", "loss/G/adv"):
