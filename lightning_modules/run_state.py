@@ -51,10 +51,15 @@ class RunProgress:
         rate = self.seconds_per_kimg()
         return None if rate is None else max(self.total_kimg - self.kimg, 0.0) * rate
 
+    @property
+    def kimg_decimals(self) -> int:
+        """Decimals that show kimg against the budget: 1, or 3 for runs shorter than 1 kimg (smoke runs)."""
+        return 1 if self.total_kimg >= 1 else 3
+
     def summary(self) -> str:
-        """``kimg 12.0/25000.0 (0.0 %), 3.1 s/kimg, ETA 21:33:20`` for logs and the progress bar."""
+        """``kimg 12.0/25000 (0.0 %), 3.1 s/kimg, ETA 21:33:20`` for logs and the progress bar."""
         pct = 100 * self.kimg / self.total_kimg if self.total_kimg > 0 else 100.0
-        text = f"kimg {self.kimg:.1f}/{self.total_kimg:g} ({pct:.1f} %)"
+        text = f"kimg {self.kimg:.{self.kimg_decimals}f}/{self.total_kimg:g} ({pct:.1f} %)"
         rate, eta = self.seconds_per_kimg(), self.eta_seconds()
         if rate is not None:
             text += f", {rate:.1f} s/kimg, ETA {format_duration(eta)}"

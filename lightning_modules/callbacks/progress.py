@@ -37,7 +37,8 @@ class KimgProgressBar(ProgressBar):
             initial=round(progress.kimg, 3),
             desc="kimg",
             unit="kimg",
-            bar_format="{desc} {n:.1f}/{total:g} |{bar}| [{elapsed}<{remaining}, {rate_fmt}]{postfix}",
+            bar_format=f"{{desc}} {{n:.{progress.kimg_decimals}f}}/{{total:g}} |{{bar}}| "
+            "[{elapsed}<{remaining}, {rate_fmt}]{postfix}",
             disable=not (self._enabled and trainer.is_global_zero),
             dynamic_ncols=True,
             file=sys.stdout,

@@ -311,3 +311,14 @@ def test_module_keys_and_blocks_are_validated_naming_the_key():
         tiny_module(ada={"interval": 0})
     with pytest.raises(ConfigError, match=r"model\.ada\.targte"):
         tiny_module(ada={"targte": 0.6})
+
+
+@pytest.mark.parametrize(
+    ("total", "seen", "shown"), [(30, 12_000, "kimg 12.0/30 (40.0 %)"), (0.064, 64, "kimg 0.064/0.064")]
+)
+def test_progress_summary_shows_kimg_at_the_precision_of_the_budget(total, seen, shown):
+    from lightning_modules.run_state import RunProgress
+
+    progress = RunProgress(total_kimg=total)
+    progress.advance(seen)
+    assert progress.summary().startswith(shown)
