@@ -12,31 +12,12 @@ from PIL import Image
 from experiments import render
 from networks.checkpoint import save_networks
 from networks.stylegan2 import Generator
-from networks.volumegan import VolumeGANGenerator
-
-TINY = dict(
-    z_dim=8,
-    w_dim=8,
-    img_resolution=16,
-    nerf_resolution=8,
-    volume_channels=[4, 4, 4],
-    pe_freqs=2,
-    mlp_hidden=8,
-    feat_dim=8,
-    num_coarse=4,
-    num_fine=4,
-    channel_base=64,
-    channel_max=8,
-    mapping_kwargs=dict(num_layers=2),
-)
+from tests.tiny_volumegan import opaque_tiny_volumegan
 
 
 @pytest.fixture(scope="module")
 def network(tmp_path_factory):
-    torch.manual_seed(0)
-    G = VolumeGANGenerator(**TINY).eval()
-    with torch.no_grad():  # an opaque random field, so that the rays end on a surface
-        G.synthesis.mlp.density.bias.fill_(3.0)
+    G = opaque_tiny_volumegan().eval()
     path = tmp_path_factory.mktemp("net") / "volumegan.pt"
     save_networks(path, {"G_ema": G})
     return path, G

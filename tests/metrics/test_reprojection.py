@@ -74,26 +74,9 @@ def test_bad_shapes_and_empty_metric_raise():
 
 def test_evaluate_reprojection_protocol_on_a_tiny_generator():
     from metrics.reprojection import evaluate_reprojection
-    from networks.volumegan import VolumeGANGenerator
+    from tests.tiny_volumegan import opaque_tiny_volumegan
 
-    torch.manual_seed(0)
-    G = VolumeGANGenerator(
-        z_dim=8,
-        w_dim=8,
-        img_resolution=16,
-        nerf_resolution=8,
-        volume_channels=[4, 4, 4],
-        pe_freqs=2,
-        mlp_hidden=8,
-        feat_dim=8,
-        num_coarse=4,
-        num_fine=4,
-        channel_base=64,
-        channel_max=8,
-        mapping_kwargs=dict(num_layers=2),
-    )
-    with torch.no_grad():
-        G.synthesis.mlp.density.bias.fill_(3.0)  # opaque: the depth lies inside the sampled range
+    G = opaque_tiny_volumegan()
     out = evaluate_reprojection(G, n_samples=3, yaw_deltas_deg=(0.0, 10.0), batch_size=2)
     assert set(out) == {f"reproj_{k}_{d}deg" for k in ("depth", "rgb", "coverage") for d in ("0", "10")}
     assert out["reproj_depth_0deg"] < 1e-5 and out["reproj_coverage_0deg"] > 0.99  # the same view twice
