@@ -3,7 +3,7 @@
 Importing this package never compiles anything; the extension ``ops._C`` is built by ``pip install -e .``.
 """
 
-from ops import bias_act, conv2d_resample, grid_sample, upfirdn2d, volume_sample
+from ops import bias_act, conv2d_resample, grid_sample, upfirdn2d, volume_sample, winograd
 from ops._backend import BACKENDS, cuda_kernels_built, extension_available, get_backend, set_backend
 
 __all__ = [
@@ -17,4 +17,5 @@ __all__ = [
     "set_backend",
     "upfirdn2d",
     "volume_sample",
+    "winograd",
 ]

@@ -24,7 +24,7 @@ ENV_VAR = "SUITE_OPS_BACKEND"
 
 # Ops whose CPU kernel beats the reference path on the StyleGAN2 shapes of experiments/bench_ops.py
 # (volume_sample: VolumeGAN's 32^3 x 32 volume, experiments/bench_volumegan.py).
-AUTO_CPU_OPS = frozenset({"upfirdn2d", "bias_act", "grid_sample", "volume_sample"})
+AUTO_CPU_OPS = frozenset({"upfirdn2d", "bias_act", "grid_sample", "volume_sample", "winograd"})
 
 _state: dict = {"backend": None, "logged": False}
 _ext: dict = {"loaded": None, "error": None, "cpu_avx2": False}

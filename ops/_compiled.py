@@ -288,3 +288,43 @@ torch.library.register_autograd(
     _volume_sample_bwd2_backward,
     setup_context=_volume_sample_bwd2_setup,
 )
+
+# ----------------------------------------------------------------------------------------------- winograd
+# winograd_tiles(kind) and winograd_untiles(kind) are linear and adjoint to each other (ops/winograd.py): each one's
+# backward is the other, so derivatives of any order exist.
+
+
+@torch.library.register_fake("suite_ops::winograd_tiles")
+def _winograd_tiles_fake(x, kind, tiles_h, tiles_w):
+    return x.new_empty([36, x.shape[1], x.shape[0] * tiles_h * tiles_w])
+
+
+@torch.library.register_fake("suite_ops::winograd_untiles")
+def _winograd_untiles_fake(m, kind, n, h, w):
+    return m.new_empty([n, m.shape[1], h, w])
+
+
+def _winograd_tiles_setup(ctx, inputs, output):
+    x, kind, _, _ = inputs
+    ctx.args = (kind, x.shape[0], x.shape[2], x.shape[3])
+
+
+def _winograd_tiles_backward(ctx, d_tiles):
+    return lib.winograd_untiles(d_tiles, *ctx.args), None, None, None
+
+
+def _winograd_untiles_setup(ctx, inputs, output):
+    _, kind, _, h, w = inputs
+    ctx.args = (kind, (h + 3) // 4, (w + 3) // 4)
+
+
+def _winograd_untiles_backward(ctx, d_y):
+    return lib.winograd_tiles(d_y, *ctx.args), None, None, None, None
+
+
+torch.library.register_autograd(
+    "suite_ops::winograd_tiles", _winograd_tiles_backward, setup_context=_winograd_tiles_setup
+)
+torch.library.register_autograd(
+    "suite_ops::winograd_untiles", _winograd_untiles_backward, setup_context=_winograd_untiles_setup
+)

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ops import upfirdn2d as _up
+from ops import winograd as _winograd
 
 
 def _conv(x, w, stride=1, padding=0, groups=1, transpose=False, flip_weight=True) -> torch.Tensor:
@@ -99,6 +100,8 @@ def conv2d_resample(x, w, f=None, up=1, down=1, padding=0, groups=1, flip_weight
         return x
 
     if up == 1 and down == 1 and px0 == px1 and py0 == py1 and px0 >= 0 and py0 >= 0:  # plain conv
+        if kh == kw == 3 and px0 == py0 == 1 and _winograd.use_winograd(x, w, groups):
+            return _winograd.conv3x3_winograd(x, w if flip_weight else w.flip([2, 3]))
         return _conv(x, w, padding=[py0, px0], groups=groups, flip_weight=flip_weight)
 
     return conv2d_resample_generic(x, w, f, up, down, padding, groups, flip_weight, flip_filter)

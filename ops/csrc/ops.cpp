@@ -46,6 +46,9 @@ TORCH_LIBRARY(suite_ops, m) {
   m.def(
       "volume_sample_3d_double_backward(Tensor grad_out, Tensor volume, Tensor points, Tensor? gg_volume, "
       "Tensor? gg_points, bool out_grad, bool volume_grad, bool points_grad) -> (Tensor, Tensor, Tensor)");
+  // Tile transforms of the Winograd F(4x4, 3x3) convolution (winograd_cpu.cpp, CPU only).
+  m.def("winograd_tiles(Tensor x, int kind, int tiles_h, int tiles_w) -> Tensor");
+  m.def("winograd_untiles(Tensor m, int kind, int N, int H, int W) -> Tensor");
   m.def("has_cuda() -> bool", &has_cuda);
 }
 

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from experiments import bench_train
 from experiments.bench_train import floor_ops
+from ops import _backend as ops_backend
 from ops.bias_act import _bias_act_ref
 from ops.grid_sample import _grid_sample_ref
 from ops.upfirdn2d import _upfirdn2d_ref, setup_filter
@@ -126,3 +128,17 @@ def test_compare_rev_reads_both_median_formats_and_ignores_comment_only_kernel_c
     assert _code(code) == _code("// another comment\nint f(int x) { return x + 1; }") != _code(code.replace("1", "2"))
     with pytest.raises(SystemExit, match="not a commit"):
         export_revision("no-such-revision-xyz", tmp_path)
+
+
+@pytest.mark.skipif(not ops_backend.extension_available(), reason="the Winograd path needs ops._C")
+def test_flop_count_separates_the_originals_work_from_the_winograd_step(monkeypatch):
+    """--flops: the direct count (the original's work) is larger than the Winograd count, and the mode is restored."""
+    from ops import winograd
+
+    monkeypatch.setattr(winograd, "MIN_WORK", 0)  # every 256-channel 3x3 layer of the 16x16 model
+    before = winograd.get_conv3x3()
+    direct = bench_train.amortised_gflop("stylegan2_ada", 16, "direct")
+    wino = bench_train.amortised_gflop("stylegan2_ada", 16, "winograd")
+    assert winograd.get_conv3x3() == before
+    assert set(direct) == set(wino) == {"amortised", "Gmain", "Greg", "Dmain", "Dreg"}
+    assert 0.3 * direct["amortised"] < wino["amortised"] < 0.95 * direct["amortised"]

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from ops import _backend, bias_act
+from ops import _backend, bias_act, winograd
 from tests.golden import STYLEGAN2_ADA
 
 FIXTURE = STYLEGAN2_ADA / "ops_reference.pt"
@@ -14,9 +14,11 @@ def use_backend():
     """Set the ops backend for one test and restore the previous state afterwards."""
     saved = dict(_backend._state)
     saved_mode = bias_act.get_linear_clamp_grad()
+    saved_conv3x3 = winograd.get_conv3x3()
     yield _backend.set_backend
     _backend._state.update(saved)
     bias_act.set_linear_clamp_grad(saved_mode)
+    winograd.set_conv3x3(saved_conv3x3)
 
 
 @pytest.fixture(scope="session")
