@@ -165,14 +165,16 @@ def _conv_weight_grad(x: torch.Tensor, grad_y: torch.Tensor) -> torch.Tensor:
 # keep no tiles alive between the two passes).
 
 
-class _Conv(torch.autograd.Function):
-    @staticmethod
-    def forward(x, weight):
-        return _conv_forward(x, weight)
-
+class _SavesInputs(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx, inputs, output):
         ctx.save_for_backward(*inputs)
+
+
+class _Conv(_SavesInputs):
+    @staticmethod
+    def forward(x, weight):
+        return _conv_forward(x, weight)
 
     @staticmethod
     def backward(ctx, grad_y):
@@ -182,14 +184,10 @@ class _Conv(torch.autograd.Function):
         return grad_x, grad_w
 
 
-class _ConvInputGrad(torch.autograd.Function):
+class _ConvInputGrad(_SavesInputs):
     @staticmethod
     def forward(grad_y, weight):
         return _conv_input_grad(grad_y, weight)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(*inputs)
 
     @staticmethod
     def backward(ctx, g):
@@ -199,14 +197,10 @@ class _ConvInputGrad(torch.autograd.Function):
         return d_grad_y, d_weight
 
 
-class _ConvWeightGrad(torch.autograd.Function):
+class _ConvWeightGrad(_SavesInputs):
     @staticmethod
     def forward(x, grad_y):
         return _conv_weight_grad(x, grad_y)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(*inputs)
 
     @staticmethod
     def backward(ctx, g):

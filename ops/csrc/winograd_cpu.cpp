@@ -205,8 +205,8 @@ at::Tensor winograd_untiles_cpu(const at::Tensor& m, int64_t kind, int64_t N, in
   TORCH_CHECK(m.is_floating_point(), "suite_ops::winograd_untiles: tiles must be floating point");
   const int64_t tiles_h = (H + kStep - 1) / kStep, tiles_w = (W + kStep - 1) / kStep, C = m.size(1);
   TORCH_CHECK(N >= 1 && H >= 1 && W >= 1 && m.size(2) == N * tiles_h * tiles_w,
-              "suite_ops::winograd_untiles: P = ", m.size(2), " tiles do not match N * ceil(H/4) * ceil(W/4) for [N, H, W] = [",
-              N, ", ", H, ", ", W, "]");
+              "suite_ops::winograd_untiles: P = ", m.size(2),
+              " tiles do not match N * ceil(H/4) * ceil(W/4) for [N, H, W] = [", N, ", ", H, ", ", W, "]");
   const at::Tensor mc = m.contiguous();
   at::Tensor y = at::empty({N, C, H, W}, m.options());
   AT_DISPATCH_FLOATING_TYPES(m.scalar_type(), "winograd_untiles", [&] {

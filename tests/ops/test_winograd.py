@@ -62,10 +62,13 @@ def test_fp32_error_is_a_few_ulps_of_the_output():
     assert err_wino < 50 * err_direct + 1e-7
 
 
-def test_reference_path_has_first_and_second_derivatives(use_backend):
-    use_backend("ref")
-    x = torch.randn(1, 2, 6, 5, dtype=torch.float64, requires_grad=True)
-    w = torch.randn(3, 2, 3, 3, dtype=torch.float64, requires_grad=True)
+@pytest.mark.parametrize(
+    ("backend", "shape"), [("ref", (1, 2, 6, 5)), pytest.param("compiled", (2, 2, 9, 6), marks=needs_extension)]
+)
+def test_first_and_second_derivatives(use_backend, backend, shape):
+    use_backend(backend)
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(3, shape[1], 3, 3, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(winograd.conv3x3_winograd, (x, w))
     assert torch.autograd.gradgradcheck(winograd.conv3x3_winograd, (x, w))
 
@@ -85,15 +88,6 @@ def test_compiled_tiles_match_reference(kind, shape):
     x32, m32 = x.float(), m.float()
     torch.testing.assert_close(lib.winograd_tiles(x32, kind, th, tw), winograd.tiles_reference(x32, kind))
     torch.testing.assert_close(lib.winograd_untiles(m32, kind, n, h, w), winograd.untiles_reference(m32, kind, n, h, w))
-
-
-@needs_extension
-def test_compiled_path_has_first_and_second_derivatives(use_backend):
-    use_backend("compiled")
-    x = torch.randn(2, 2, 9, 6, dtype=torch.float64, requires_grad=True)
-    w = torch.randn(3, 2, 3, 3, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(winograd.conv3x3_winograd, (x, w))
-    assert torch.autograd.gradgradcheck(winograd.conv3x3_winograd, (x, w))
 
 
 @needs_extension
