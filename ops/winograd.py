@@ -10,8 +10,9 @@ in fp32, section 5 of the paper).
 
 Tiles are stored as [36, C, P] with P = N * ceil(H/4) * ceil(W/4). The tile transforms run in the compiled
 ``suite_ops::winograd_tiles`` / ``winograd_untiles`` kernels (ops/csrc/winograd_cpu.cpp) or in the pure-PyTorch
-reference below; each transform's adjoint is the other one, so derivatives of any order (R1's double backward)
-stay in the Winograd domain. ``conv2d_resample`` uses it where ``use_winograd`` says so.
+reference below (each transform's adjoint is the other one, which is also their autograd pairing). The convolution
+and its two derivatives are autograd functions written with each other, so derivatives of any order (R1's double
+backward) stay in the Winograd domain. ``conv2d_resample`` uses it where ``use_winograd`` says so.
 """
 
 from __future__ import annotations
