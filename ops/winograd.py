@@ -163,7 +163,8 @@ def _conv_weight_grad(x: torch.Tensor, grad_y: torch.Tensor) -> torch.Tensor:
 # the size of x; they are recomputed, one memory-bound pass) and whose backward is written with the same three
 # functions: <g, conv(x, w)> is linear in each argument, so every derivative of any order is again conv, its
 # input gradient or its weight gradient (R1's and path length's double backward stay in the Winograd domain and
-# keep no tiles alive between the two passes).
+# keep no tiles alive between the two passes). The price: a backward that needs both gradients transforms the
+# output gradient twice (once in each function), one extra memory-bound pass, included in the measured step.
 
 
 class _SavesInputs(torch.autograd.Function):
