@@ -219,22 +219,24 @@ def run_one(
     backend: str,
     iters: int,
     method: str,
+    cpu_allocator: str = "caching",
     profile: bool = False,
     device: str = "cpu",
     threads: int = 2,
     clock: str = "wall",
 ) -> dict:
     """One configuration in this process: amortised seconds per step and peak RSS (peak device memory on CUDA,
-    and the profile)."""
+    and the profile). The ops config group is the composed experiment's, with ``backend`` and ``cpu_allocator``
+    (``caching`` or ``default``, docs/ops.md "CPU allocator") as given."""
     import torch
 
     import ops
 
     torch.set_num_threads(threads)
+    cfg_ops = {**bench_config(method, res).ops, "cpu_allocator": cpu_allocator}
+    ops.configure({**cfg_ops, "backend": "ref" if backend == "floor" else backend})
     if backend == "floor":
         install_floor_ops()
-    else:
-        ops.set_backend(backend)
     module = bench_module(method, res)
     summary: dict | None = {} if profile else None
     times = time_training_steps(
@@ -343,12 +345,13 @@ def _last_json(out: subprocess.CompletedProcess, what: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def spawn(res: int, backend: str, allocator: str, iters: int, method: str, **options) -> dict:
-    """:func:`run_one` in a fresh process under ``allocator``; ``options``: profile, device, threads, clock."""
-    args = dict(res=res, backend=backend, iters=iters, method=method, **options)
+def spawn(res: int, backend: str, allocator: str, cpu_allocator: str, iters: int, method: str, **options) -> dict:
+    """:func:`run_one` in a fresh process under glibc setting ``allocator`` and torch CPU allocator
+    ``cpu_allocator``; ``options``: profile, device, threads, clock."""
+    args = dict(res=res, backend=backend, iters=iters, method=method, cpu_allocator=cpu_allocator, **options)
     cmd = [sys.executable, __file__, "--worker", json.dumps(args)]
     out = subprocess.run(cmd, env=_env(allocator), capture_output=True, text=True, check=False)
-    return _last_json(out, f"{res} {backend} {allocator} {method}")
+    return _last_json(out, f"{res} {backend} {allocator} {cpu_allocator} {method}")
 
 
 def original_problem(ref: str, python: str) -> str | None:
@@ -428,7 +431,14 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--res", type=int, nargs="+", default=[32, 64])
     ap.add_argument("--backends", nargs="+", default=["ref", "auto"])
-    ap.add_argument("--allocators", nargs="+", default=["stock", "tuned"])
+    ap.add_argument("--allocators", nargs="+", default=["stock", "tuned"], help="glibc malloc setting, both sides")
+    ap.add_argument(
+        "--cpu-allocators",
+        nargs="+",
+        default=["caching"],
+        choices=["caching", "default"],
+        help="the suite's torch CPU allocator (ops.cpu_allocator; the original always runs torch's default)",
+    )
     ap.add_argument("--iters", type=int, default=16, help="timed steps (16 = one full lazy-reg cycle)")
     ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds (every row once per round)")
     ap.add_argument("--methods", nargs="+", default=["stylegan2_ada"], choices=METHODS)
@@ -468,10 +478,11 @@ def main(argv: list[str] | None = None) -> None:
     # Rounds are interleaved (every row once per round, the original first) so that slow phases of a shared
     # machine hit all rows alike; medians over rounds are reported.
     configs = [
-        (res, backend, alloc, method)
+        (res, backend, alloc, cpu_alloc, method)
         for res in args.res
         for backend in args.backends
         for alloc in args.allocators
+        for cpu_alloc in args.cpu_allocators
         for method in args.methods
     ]
     originals = [(res, alloc) for res in args.res for alloc in args.allocators] if args.original else []
@@ -499,10 +510,11 @@ def main(argv: list[str] | None = None) -> None:
                     flush=True,
                 )
             for key in [k for k in configs if k[0] == res]:
-                runs[key].append(spawn(*key[:3], args.iters, key[3], device=args.device, **timing))
-                _, backend, alloc, method = key
+                runs[key].append(spawn(*key[:4], args.iters, key[4], device=args.device, **timing))
+                _, backend, alloc, cpu_alloc, method = key
                 print(
-                    f"round {round_idx}  res {res:4d}  ops {backend:8s}  malloc {alloc:6s}  {method:16s} "
+                    f"round {round_idx}  res {res:4d}  ops {backend:8s}  malloc {alloc:6s}  {cpu_alloc:7s}  "
+                    f"{method:16s} "
                     f"{runs[key][-1]['sec_per_step']:.3f} s/step  peak {runs[key][-1]['peak_rss_mb']:.0f} MB",
                     flush=True,
                 )
@@ -524,15 +536,16 @@ def main(argv: list[str] | None = None) -> None:
         print(f"res {res:4d}  original          malloc {alloc:6s}  median {row['sec']:.3f} s/step", row["mem"])
     for (res, alloc), row in revs.items():
         print(f"res {res:4d}  rev {args.compare_rev:9s} malloc {alloc:6s}  median {row['sec']:.3f} s/step", row["mem"])
-    for (res, backend, alloc, method), row in rows.items():
+    for (res, backend, alloc, cpu_alloc, method), row in rows.items():
         print(
-            f"res {res:4d}  ops {backend:8s}  malloc {alloc:6s}  {method:16s} median {row['sec']:.3f} s/step",
+            f"res {res:4d}  ops {backend:8s}  malloc {alloc:6s}  {cpu_alloc:7s}  {method:16s} median {row['sec']:.3f} "
+            "s/step",
             row["mem"],
         )
     print("\nratios (speed: higher = the suite faster; RSS: lower = the suite smaller; 'x ADA' = cost vs ADA):")
     for key, row in rows.items():
-        res, backend, alloc, method = key
-        line = f"res {res} ops {backend} malloc {alloc} {method}:"
+        res, backend, alloc, cpu_alloc, method = key
+        line = f"res {res} ops {backend} malloc {alloc} cpu allocator {cpu_alloc} {method}:"
         if method == "stylegan2_ada":
             if (res, alloc) in orig:
                 o = orig[(res, alloc)]
@@ -548,14 +561,21 @@ def main(argv: list[str] | None = None) -> None:
                     f"; {args.compare_rev} / suite = {r['sec'] / row['sec']:.2f}x, peak RSS suite / "
                     f"{args.compare_rev} = {row['rss'] / r['rss']:.2f}"
                 )
-            if (res, "ref", alloc, method) in rows and backend != "ref":
-                line += f"; ref / {backend} = {rows[(res, 'ref', alloc, method)]['sec'] / row['sec']:.2f}x"
+            if (res, "ref", alloc, cpu_alloc, method) in rows and backend != "ref":
+                line += f"; ref / {backend} = {rows[(res, 'ref', alloc, cpu_alloc, method)]['sec'] / row['sec']:.2f}x"
                 if backend == "floor":
                     line += " (the most any ops kernels could give)"
-            if alloc == "tuned" and (res, backend, "stock", method) in rows:
-                line += f"; stock / tuned = {rows[(res, backend, 'stock', method)]['sec'] / row['sec']:.2f}x"
-        elif (res, backend, alloc, "stylegan2_ada") in rows:
-            line += f" {row['sec'] / rows[(res, backend, alloc, 'stylegan2_ada')]['sec']:.2f}x ADA"
+            if alloc == "tuned" and (res, backend, "stock", cpu_alloc, method) in rows:
+                stock = rows[(res, backend, "stock", cpu_alloc, method)]
+                line += f"; stock / tuned = {stock['sec'] / row['sec']:.2f}x"
+            if cpu_alloc == "caching" and (res, backend, alloc, "default", method) in rows:
+                default = rows[(res, backend, alloc, "default", method)]
+                line += (
+                    f"; default / caching CPU allocator = {default['sec'] / row['sec']:.2f}x, peak RSS caching / "
+                    f"default = {row['rss'] / default['rss']:.2f}"
+                )
+        elif (res, backend, alloc, cpu_alloc, "stylegan2_ada") in rows:
+            line += f" {row['sec'] / rows[(res, backend, alloc, cpu_alloc, 'stylegan2_ada')]['sec']:.2f}x ADA"
         print(line)
 
     if args.profile:
@@ -569,7 +589,7 @@ def main(argv: list[str] | None = None) -> None:
             for backend in args.backends:
                 for method in args.methods:
                     profiles[f"{backend} {method}"[:14]] = spawn(
-                        res, backend, alloc, args.iters, method, profile=True, **timing
+                        res, backend, alloc, args.cpu_allocators[0], args.iters, method, profile=True, **timing
                     )["profile"]
             print(f"\n=== profile, res {res}, malloc {alloc} ===\n{format_profiles(profiles)}")
 
@@ -589,7 +609,9 @@ def main(argv: list[str] | None = None) -> None:
                     f"default): {executed:.1f} GFLOP"
                 )
                 measured = [
-                    (f"ops {k[1]} malloc {k[2]}", r["sec"]) for k, r in rows.items() if k[0] == res and k[3] == method
+                    (f"ops {k[1]} malloc {k[2]} {k[3]}", r["sec"])
+                    for k, r in rows.items()
+                    if k[0] == res and k[4] == method
                 ]
                 if method == "stylegan2_ada":
                     measured += [(f"original malloc {k[1]}", r["sec"]) for k, r in orig.items() if k[0] == res]

@@ -83,13 +83,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Instantiate everything from ``cfg`` and fit; returns the final logged metrics."""
     import ops
 
-    # Environment variables carry the choice into spawned DDP workers; the calls apply it here.
-    os.environ["SUITE_OPS_BACKEND"] = cfg.ops.backend
-    os.environ["SUITE_OPS_LINEAR_CLAMP_GRAD"] = cfg.ops.linear_clamp_grad
-    os.environ["SUITE_OPS_CONV3X3"] = cfg.ops.conv3x3
-    ops.set_backend(cfg.ops.backend)
-    ops.bias_act.set_linear_clamp_grad(cfg.ops.linear_clamp_grad)
-    ops.winograd.set_conv3x3(cfg.ops.conv3x3)
+    ops.configure(cfg.ops)
     check_launch(cfg)
     check_argument_types(cfg)
     threads = cfg.get("cpu_threads")

@@ -3,13 +3,44 @@
 Importing this package never compiles anything; the extension ``ops._C`` is built by ``pip install -e .``.
 """
 
-from ops import bias_act, conv2d_resample, grid_sample, upfirdn2d, volume_sample, winograd
+import os
+
+from ops import bias_act, conv2d_resample, cpu_allocator, grid_sample, upfirdn2d, volume_sample, winograd
 from ops._backend import BACKENDS, cuda_kernels_built, extension_available, get_backend, set_backend
+
+# Keys of the ``ops`` config group (conf/ops/*.yaml) and the environment variables that carry them into DDP workers.
+CONFIG_ENV_VARS = {
+    "backend": "SUITE_OPS_BACKEND",
+    "linear_clamp_grad": "SUITE_OPS_LINEAR_CLAMP_GRAD",
+    "conv3x3": "SUITE_OPS_CONV3X3",
+    "cpu_allocator": cpu_allocator.ENV_VAR,
+    "cpu_allocator_slack_mb": cpu_allocator.SLACK_ENV_VAR,
+}
+
+
+def configure(ops_cfg) -> None:
+    """Apply the ``ops`` config group to this process and export it as environment variables, which the DDP workers
+    started from this process read when they import ``ops``."""
+    missing = sorted(set(CONFIG_ENV_VARS) - set(ops_cfg))
+    unknown = sorted(set(ops_cfg) - set(CONFIG_ENV_VARS))
+    if missing or unknown:
+        raise ValueError(f"config group ops: missing keys {missing}, unknown keys {unknown} (conf/ops/*.yaml)")
+    set_backend(ops_cfg["backend"])
+    bias_act.set_linear_clamp_grad(ops_cfg["linear_clamp_grad"])
+    winograd.set_conv3x3(ops_cfg["conv3x3"])
+    cpu_allocator.set_cpu_allocator(ops_cfg["cpu_allocator"], ops_cfg["cpu_allocator_slack_mb"])
+    for key, var in CONFIG_ENV_VARS.items():
+        os.environ[var] = str(ops_cfg[key])
+
+
+cpu_allocator.apply_environment()
 
 __all__ = [
     "BACKENDS",
     "bias_act",
+    "configure",
     "conv2d_resample",
+    "cpu_allocator",
     "cuda_kernels_built",
     "extension_available",
     "get_backend",

@@ -122,7 +122,8 @@ def test_compare_rev_reads_both_median_formats_and_ignores_comment_only_kernel_c
 
     old = "res   32  ops auto      malloc tuned   stylegan2_ada    median 1.404 s/step  peak 1076 MB"
     new = "res   32  ops auto      malloc tuned   stylegan2_ada    median 1.404 s/step peak 1076 MB"
-    for line in (old, new):
+    newest = "res   32  ops auto      malloc tuned   caching  stylegan2_ada    median 1.404 s/step peak 1076 MB"
+    for line in (old, new, newest):
         assert MEDIAN_LINE.search(line).groups() == ("1.404", "1076")
     code = "int f(int x) {  // CPU kernel (docs)\n  /* the\n loop */ return x + 1; }\n"
     assert _code(code) == _code("// another comment\nint f(int x) { return x + 1; }") != _code(code.replace("1", "2"))
