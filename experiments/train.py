@@ -145,6 +145,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
             wandb.finish()
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
     log.info("finished: %s", {k: round(v, 4) for k, v in metrics.items()})
+    if ops.cpu_allocator.get_cpu_allocator() == "caching":
+        log.info(ops.cpu_allocator.cpu_allocator_summary())
     return metrics
 
 

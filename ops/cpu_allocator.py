@@ -74,6 +74,16 @@ def cpu_allocator_stats(reset_peaks: bool = False) -> dict[str, int]:
     return dict(zip(STATS, torch.ops.suite_ops.cpu_allocator_stats(reset_peaks), strict=True))
 
 
+def cpu_allocator_summary() -> str:
+    """One line on the caching allocator's use so far (logged at the end of a training run)."""
+    s = cpu_allocator_stats()
+    return (
+        f"CPU allocator {get_cpu_allocator()}: large tensors peaked at {s['peak_live_bytes'] / 2**20:.0f} MiB live, "
+        f"{s['peak_mapped_bytes'] / 2**20:.0f} MiB mapped (slack {s['slack_bytes'] / 2**20:.0f} MiB); "
+        f"{s['hits']} hits, {s['misses']} misses, {s['unmapped_ranges']} ranges unmapped"
+    )
+
+
 def apply_environment() -> None:
     """Apply ``SUITE_OPS_CPU_ALLOCATOR`` (and its slack) when set: how spawned DDP workers inherit the choice."""
     mode = os.environ.get(ENV_VAR)

@@ -55,6 +55,10 @@ def test_freed_block_is_reused_without_a_new_mapping(caching):
     assert y.data_ptr() == address
     assert (after["hits"] - before["hits"], after["misses"] - before["misses"]) == (1, 1)
     assert torch.equal(y, torch.ones_like(y))
+    summary, now = cpu_allocator.cpu_allocator_summary(), cpu_allocator.cpu_allocator_stats()
+    assert summary.startswith("CPU allocator caching: large tensors peaked at ")
+    assert f"{now['peak_live_bytes'] / MIB:.0f} MiB live" in summary and now["peak_live_bytes"] >= 12 * MIB
+    assert f"{now['hits']} hits, {now['misses']} misses" in summary
 
 
 def test_small_requests_go_to_the_default_allocator(caching):
