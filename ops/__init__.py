@@ -3,10 +3,13 @@
 Importing this package never compiles anything; the extension ``ops._C`` is built by ``pip install -e .``.
 """
 
+import logging
 import os
 
 from ops import bias_act, conv2d_resample, cpu_allocator, grid_sample, upfirdn2d, volume_sample, winograd
-from ops._backend import BACKENDS, cuda_kernels_built, extension_available, get_backend, set_backend
+from ops._backend import BACKENDS, cuda_kernels_built, extension_available, extension_error, get_backend, set_backend
+
+log = logging.getLogger(__name__)
 
 # Keys of the ``ops`` config group (conf/ops/*.yaml) and the environment variables that carry them into DDP workers.
 CONFIG_ENV_VARS = {
@@ -20,7 +23,8 @@ CONFIG_ENV_VARS = {
 
 def configure(ops_cfg) -> None:
     """Apply the ``ops`` config group to this process and export it as environment variables, which the DDP workers
-    started from this process read when they import ``ops``."""
+    started from this process read when they import ``ops``. With ``backend: auto`` and no compiled extension, the
+    caching CPU allocator falls back to torch's default, as the ops fall back to the reference path (logged)."""
     missing = sorted(set(CONFIG_ENV_VARS) - set(ops_cfg))
     unknown = sorted(set(ops_cfg) - set(CONFIG_ENV_VARS))
     if missing or unknown:
@@ -28,9 +32,14 @@ def configure(ops_cfg) -> None:
     set_backend(ops_cfg["backend"])
     bias_act.set_linear_clamp_grad(ops_cfg["linear_clamp_grad"])
     winograd.set_conv3x3(ops_cfg["conv3x3"])
-    cpu_allocator.set_cpu_allocator(ops_cfg["cpu_allocator"], ops_cfg["cpu_allocator_slack_mb"])
+    choice = dict(ops_cfg)
+    if choice["cpu_allocator"] == "caching" and choice["backend"] == "auto" and not extension_available():
+        reason = extension_error()
+        log.warning("ops.cpu_allocator: caching needs ops._C (%s); torch's default allocator instead", reason)
+        choice["cpu_allocator"] = "default"
+    cpu_allocator.set_cpu_allocator(choice["cpu_allocator"], choice["cpu_allocator_slack_mb"])
     for key, var in CONFIG_ENV_VARS.items():
-        os.environ[var] = str(ops_cfg[key])
+        os.environ[var] = str(choice[key])
 
 
 cpu_allocator.apply_environment()

@@ -193,6 +193,34 @@ def test_configure_rejects_bad_values():
         ops.configure({"backend": "auto", "linear_clamp_grad": "passthrough", "conv3x3": "winograd"})
 
 
+def test_auto_backend_without_the_extension_falls_back_to_the_default_allocator(monkeypatch, caplog):
+    """As the ops under ``backend: auto``: no compiled extension means torch's allocator (logged), not an error;
+    an explicit caching choice with another backend still raises."""
+    previous_backend, previous_allocator = _backend.get_backend(), cpu_allocator.get_cpu_allocator()
+    monkeypatch.setitem(_backend._ext, "loaded", False)
+    monkeypatch.setitem(_backend._ext, "error", ImportError("no ops._C"))
+    exported = {var: os.environ.get(var) for var in ops.CONFIG_ENV_VARS.values()}  # configure overwrites them
+    group = {"backend": "auto", "linear_clamp_grad": "passthrough", "conv3x3": "winograd"}
+    group |= {"cpu_allocator": "caching", "cpu_allocator_slack_mb": 64}
+    try:
+        with caplog.at_level("WARNING", logger="ops"):
+            ops.configure(group)
+        assert cpu_allocator.get_cpu_allocator() == "default"
+        assert os.environ[cpu_allocator.ENV_VAR] == "default"
+        assert any("torch's default allocator instead" in r.message for r in caplog.records)
+        with pytest.raises(RuntimeError, match="ops.cpu_allocator=caching needs the compiled extension"):
+            ops.configure(group | {"backend": "ref"})
+    finally:
+        monkeypatch.undo()
+        for var, value in exported.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
+        _backend.set_backend(previous_backend)
+        cpu_allocator.set_cpu_allocator(previous_allocator)
+
+
 def test_environment_applies_the_choice_at_import(tmp_path):
     """How a spawned DDP worker inherits ops.cpu_allocator: ops.configure exports it, ``import ops`` applies it."""
     code = (
