@@ -44,8 +44,9 @@ STATS = (
 _state = {"mode": "default"}
 
 
-def set_cpu_allocator(mode: str, slack_mb: int = 64) -> None:
-    """Select torch's CPU allocator for this process: ``caching`` (needs the compiled extension) or ``default``."""
+def set_cpu_allocator(mode: str, slack_mb: int = 64, min_bytes: int = MIN_BYTES) -> None:
+    """Select torch's CPU allocator for this process: ``caching`` (needs the compiled extension) or ``default``.
+    ``min_bytes``: the smallest request the cache serves (tests lower it to route nearly every tensor through it)."""
     if mode not in MODES:
         raise ValueError(f"ops.cpu_allocator must be one of {MODES}, got {mode!r}")
     if isinstance(slack_mb, bool) or not isinstance(slack_mb, int) or slack_mb < 0:
@@ -56,7 +57,7 @@ def set_cpu_allocator(mode: str, slack_mb: int = 64) -> None:
             f"({_backend.extension_error()}); build it (docs/ops.md) or set ops.cpu_allocator=default"
         )
     if _backend.extension_available():
-        torch.ops.suite_ops.cpu_allocator_configure(mode == "caching", MIN_BYTES, slack_mb * 2**20)
+        torch.ops.suite_ops.cpu_allocator_configure(mode == "caching", min_bytes, slack_mb * 2**20)
     _state["mode"] = mode
 
 

@@ -31,6 +31,9 @@ constexpr size_t kHugePage = size_t(2) << 20;
 
 size_t round_up(size_t n, size_t granule) { return (n + granule - 1) / granule * granule; }
 
+// Ranges of 4 MiB and more are whole huge pages; smaller ones 64 KiB granules.
+size_t granule_of(size_t n) { return n >= 2 * kHugePage ? kHugePage : kGranule; }
+
 class LargeBlockCache final : public c10::Allocator {
  public:
   static LargeBlockCache& instance() {
@@ -105,7 +108,7 @@ class LargeBlockCache final : public c10::Allocator {
   static void deleter(void* ptr) { instance().release(ptr); }
 
   void* acquire(size_t n) {
-    const size_t size = n >= 2 * kHugePage ? round_up(n, kHugePage) : round_up(n, kGranule);
+    const size_t size = round_up(n, granule_of(n));
     std::lock_guard<std::mutex> lock(mutex_);
     uintptr_t addr = 0;
     auto fit = by_size_.lower_bound({size, 0});
@@ -200,7 +203,7 @@ class LargeBlockCache final : public c10::Allocator {
     while (bytes > 0 && !recency_.empty()) {
       const uintptr_t addr = recency_.back();
       const size_t size = free_.at(addr).size;
-      const size_t cut = std::min(size, round_up(bytes, size >= 2 * kHugePage ? kHugePage : kGranule));
+      const size_t cut = std::min(size, round_up(bytes, granule_of(size)));
       erase_free(addr);
       if (cut < size) {
         insert_free(addr, size - cut, std::prev(recency_.end()));
@@ -214,7 +217,7 @@ class LargeBlockCache final : public c10::Allocator {
   }
 
   void* map_range(size_t size) {
-    if (size < 2 * kHugePage) {
+    if (granule_of(size) == kGranule) {
       void* ptr = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
       return ptr == MAP_FAILED ? nullptr : ptr;
     }

@@ -32,9 +32,8 @@ def caching():
     previous = cpu_allocator.get_cpu_allocator()
     cpu_allocator.set_cpu_allocator("default")
 
-    def configure(min_bytes: int = cpu_allocator.MIN_BYTES, slack_bytes: int = 0):
-        torch.ops.suite_ops.cpu_allocator_configure(True, min_bytes, slack_bytes)
-        cpu_allocator._state["mode"] = "caching"
+    def configure(min_bytes: int = cpu_allocator.MIN_BYTES, slack_mb: int = 0):
+        cpu_allocator.set_cpu_allocator("caching", slack_mb, min_bytes)
         cpu_allocator.cpu_allocator_stats(reset_peaks=True)
 
     configure()
@@ -88,7 +87,7 @@ def test_ranges_split_and_coalesce(caching):
 def test_contents_survive_churn_and_mapping_stays_within_the_bound(caching, slack_mib):
     """Random allocations and frees: no live tensor is ever overwritten, and the mapped bytes never exceed the peak
     of the live bytes plus the slack."""
-    caching(slack_bytes=slack_mib * MIB)
+    caching(slack_mb=slack_mib)
     rng = random.Random(slack_mib)
     live: dict[int, torch.Tensor] = {}
     for step in range(300):
@@ -105,7 +104,7 @@ def test_contents_survive_churn_and_mapping_stays_within_the_bound(caching, slac
 
 
 def test_threads_allocate_concurrently(caching):
-    caching(slack_bytes=16 * MIB)
+    caching(slack_mb=16)
     before = cpu_allocator.cpu_allocator_stats()["live_bytes"]
     errors = []
 
@@ -174,7 +173,7 @@ def test_training_step_is_bit_identical_with_either_allocator(caching):
     same bits as torch's allocator: no kernel of the step reads memory it did not write."""
     cpu_allocator.set_cpu_allocator("default")
     expected = _gan_step(0)
-    caching(min_bytes=4096, slack_bytes=0)
+    caching(min_bytes=4096, slack_mb=0)
     got = _gan_step(0)
     stats = cpu_allocator.cpu_allocator_stats()
     assert stats["hits"] > 100 and stats["unmapped_ranges"] > 0
